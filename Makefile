@@ -1,0 +1,47 @@
+# The operational interface: README, CI and people all use these targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+RUN := .run
+
+.PHONY: help venv services up down demo test test-unit bench lint clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[dev]'
+	touch $(VENV_STAMP)
+
+venv: $(VENV_STAMP) ## create .venv with the package and dev tools
+
+services: venv ## install (if missing) and start Kafka, Redis and the Kinesis emulator
+	deploy/services.sh up
+
+up: services ## services + one worker + delivery + the API in the background; writes .run/env
+	deploy/stack.sh up
+
+down: ## stop everything `make up` started
+	-deploy/stack.sh down
+	deploy/services.sh down
+
+demo: venv ## the main job: stack up, demo topology, sample events, transitions at a webhook receiver
+	$(MAKE) up
+	$(PY) -m processor.demo
+
+test: services ## set up and run the whole suite against the real services
+	set -a; source $(RUN)/services.env; set +a; $(PY) -m pytest -q
+
+test-unit: venv ## the fast tests only (no services)
+	$(PY) -m pytest -q tests/unit
+
+bench: services ## throughput / latency benchmark through real Kafka and Redis
+	set -a; source $(RUN)/services.env; set +a; $(PY) bench/bench_engine.py
+
+lint: venv
+	.venv/bin/ruff check processor tests
+
+clean: down
+	rm -rf $(RUN)

@@ -1,0 +1,1 @@
+"""Signalbox: real-time customer context engine."""

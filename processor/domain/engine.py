@@ -1,0 +1,166 @@
+"""Apply one event (or one due time) to one entity: profile, attributes, segments.
+
+Pure and synchronous: the worker calls it on its in-process cache of entity state and writes
+back what changed. The same function serves the reference path in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from processor.domain import aggregations
+from processor.domain.entity import EntityState
+from processor.domain.events import Event
+from processor.domain.topology import CompiledGroup, CompiledSegment, Topology
+from processor.domain.transitions import EntityRef, Transition, TransitionKind, transition_id
+from processor.segmentql import SegmentQLError, evaluate, next_boundary
+
+LAST_ACTIVE_FIELD = "last_active_ts"
+
+
+def entities_of(event: Event, topology: Topology) -> list[EntityRef]:
+    """Every entity this event updates: one per attribute key in use that the event carries."""
+    refs = []
+    for key in topology.keys:
+        value = key.value_of(event)
+        if value is not None:
+            refs.append(EntityRef(key.name, value))
+    return refs
+
+
+def apply_event(
+    state: EntityState, event: Event, topology: Topology, *, cause: str, now_ms: int
+) -> list[Transition]:
+    """Fold ``event`` into ``state``; return the membership transitions it causes.
+
+    ``cause`` (``topic/partition/offset``) makes transition ids deterministic, so replaying
+    the same event after a crash yields the same ids. The caller checks and advances the
+    offset watermark; this function does not look at offsets.
+    """
+    state.add_identifiers(event_identifiers(event, topology))
+    _merge_profile(state, event)
+    for group in topology.groups_for(state.ref.key):
+        _update_group(state, group, event)
+    return evaluate_segments(state, topology, cause=cause, now_ms=now_ms, at_ms=event.timestamp_ms)
+
+
+def event_identifiers(event: Event, topology: Topology) -> dict[str, str]:
+    found = {}
+    for key in topology.keys:
+        value = key.value_of(event)
+        if value is not None:
+            found[key.name] = value
+    return found
+
+
+def _merge_profile(state: EntityState, event: Event) -> None:
+    """Lytics-style profile: each top-level field of the event, last value wins by event time."""
+    for name, value in event.fields.items():
+        if isinstance(value, dict):
+            continue  # nested objects stay in the event; profiles hold scalar and list fields
+        state.set_profile(name, value, event.timestamp_ms)
+    current = state.profile.get(LAST_ACTIVE_FIELD)
+    if current is None or current[0] < event.timestamp_ms:
+        state.set_profile(LAST_ACTIVE_FIELD, event.timestamp_ms, event.timestamp_ms)
+
+
+def _update_group(state: EntityState, group: CompiledGroup, event: Event) -> None:
+    for attribute in group.attributes:
+        if not attribute.matches(event):
+            continue
+        slot = (group.name, group.version, attribute.name)
+        current = state.attributes.get(slot)
+        if current is None:
+            current = aggregations.new_state(attribute.spec)
+        value = attribute.value_of(event)
+        state.set_attribute(
+            slot, aggregations.apply(attribute.spec, current, value, event.timestamp_ms)
+        )
+
+
+def profile_view(state: EntityState, topology: Topology, now_ms: int) -> dict[str, Any]:
+    """What a segment sees: profile fields plus the attribute values of the entity's groups."""
+    view = state.profile_values()
+    for group in topology.groups_for(state.ref.key):
+        for attribute in group.attributes:
+            stored = state.attributes.get((group.name, group.version, attribute.name))
+            if stored is not None:
+                view[attribute.name] = aggregations.read(attribute.spec, stored, now_ms)
+    return view
+
+
+def evaluate_segments(
+    state: EntityState, topology: Topology, *, cause: str, now_ms: int, at_ms: int
+) -> list[Transition]:
+    """Re-evaluate every segment of the entity's key; emit one transition per real change.
+
+    ``at_ms`` is when the change happened (the event's time, or the due time), recorded on
+    the transition; ``now_ms`` is the clock that date math is evaluated against.
+    """
+    segments = topology.segments_for(state.ref.key)
+    if not segments:
+        return []
+    view = profile_view(state, topology, now_ms)
+    results: dict[str, bool] = {}
+    out = []
+    for segment in segments:  # topological order: included segments come first
+        member = _evaluate(segment, view, now_ms, _include_resolver(segment, results, topology))
+        results[segment.id] = member
+        was_member = state.members.get(segment.id, False)
+        if member != was_member:
+            state.set_member(segment.id, member)
+            kind: TransitionKind = "enter" if member else "exit"
+            out.append(_transition(state, segment, kind, cause, at_ms, view))
+    return out
+
+
+def next_due(state: EntityState, topology: Topology, now_ms: int) -> int | None:
+    """The earliest moment at which time alone may flip one of the entity's segments."""
+    segments = topology.segments_for(state.ref.key)
+    if not segments:
+        return None
+    view = profile_view(state, topology, now_ms)
+    due = [next_boundary(s.statement, view, now_ms=now_ms) for s in segments]
+    windowed = topology.next_window_change(state, now_ms)
+    candidates = [d for d in (*due, windowed) if d is not None and d > now_ms]
+    return min(candidates) if candidates else None
+
+
+def _include_resolver(
+    segment: CompiledSegment, results: dict[str, bool], topology: Topology
+) -> Callable[[str], bool]:
+    def resolve(ref: str) -> bool:
+        target = topology.segment_by_ref(ref)
+        return target is not None and results.get(target.id, False)
+
+    return resolve
+
+
+def _evaluate(
+    segment: CompiledSegment, view: dict[str, Any], now_ms: int, include: Callable[[str], bool]
+) -> bool:
+    try:
+        return bool(evaluate(segment.statement, view, now_ms=now_ms, resolve_include=include))
+    except SegmentQLError:
+        return False  # a runtime type problem in one profile never stops the worker
+
+
+def _transition(
+    state: EntityState,
+    segment: CompiledSegment,
+    kind: TransitionKind,
+    cause: str,
+    at_ms: int,
+    view: dict[str, Any],
+) -> Transition:
+    return Transition(
+        transition_id=transition_id(state.ref, segment.id, kind, cause),
+        entity=state.ref,
+        segment_id=segment.id,
+        segment_slug=segment.slug,
+        event=kind,
+        at_ms=at_ms,
+        identifiers=dict(state.identifiers) or {state.ref.key: state.ref.id},
+        profile=view,
+    )

@@ -1,0 +1,73 @@
+"""The in-memory state of one entity, as the single writer of its partition holds it.
+
+The worker loads an entity from Redis on first touch, applies events to this object in plain
+Python, and writes back only what changed (``dirty``) together with its offset watermarks.
+How fields are laid out in Redis is the state layer's business, not this module's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processor.domain.transitions import EntityRef
+
+
+class EntityState:
+    """Mutable state of one entity; every mutation goes through a method that marks it dirty."""
+
+    __slots__ = ("ref", "watermarks", "attributes", "profile", "members", "identifiers", "dirty")
+
+    def __init__(self, ref: EntityRef) -> None:
+        self.ref = ref
+        # (topic, partition) -> highest offset applied
+        self.watermarks: dict[tuple[str, int], int] = {}
+        # (group, version, attribute) -> aggregation state (JSON-serialisable)
+        self.attributes: dict[tuple[str, int, str], Any] = {}
+        # profile field -> [value, event time ms] (last value wins by event time)
+        self.profile: dict[str, list[Any]] = {}
+        # segment id -> True while a member
+        self.members: dict[str, bool] = {}
+        self.identifiers: dict[str, str] = {}
+        # names of what changed since the last write: ("a", key) / ("p", name) / ("m", id) / ("ids", "")
+        self.dirty: set[tuple[str, Any]] = set()
+
+    def already_applied(self, topic: str, partition: int, offset: int) -> bool:
+        """True when this offset was applied before (a replay after a crash or rebalance)."""
+        applied = self.watermarks.get((topic, partition))
+        return applied is not None and offset <= applied
+
+    def advance(self, topic: str, partition: int, offset: int) -> None:
+        self.watermarks[(topic, partition)] = offset
+
+    def set_attribute(self, key: tuple[str, int, str], state: Any) -> None:
+        self.attributes[key] = state
+        self.dirty.add(("a", key))
+
+    def set_profile(self, name: str, value: Any, ts_ms: int) -> bool:
+        """Set a profile field unless a later event already set it; return whether it changed."""
+        current = self.profile.get(name)
+        if current is not None and current[1] > ts_ms:
+            return False
+        if current is not None and current[0] == value:
+            current[1] = ts_ms
+            self.dirty.add(("p", name))
+            return False
+        self.profile[name] = [value, ts_ms]
+        self.dirty.add(("p", name))
+        return True
+
+    def set_member(self, segment_id: str, member: bool) -> None:
+        if member:
+            self.members[segment_id] = True
+        else:
+            self.members.pop(segment_id, None)
+        self.dirty.add(("m", segment_id))
+
+    def add_identifiers(self, identifiers: dict[str, str]) -> None:
+        for name, value in identifiers.items():
+            if self.identifiers.get(name) != value:
+                self.identifiers[name] = value
+                self.dirty.add(("ids", ""))
+
+    def profile_values(self) -> dict[str, Any]:
+        return {name: pair[0] for name, pair in self.profile.items()}

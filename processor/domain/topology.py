@@ -1,0 +1,218 @@
+"""Published definitions compiled once into frozen, ready-to-run form.
+
+Workers rebuild a ``Topology`` whenever the registry version changes; the hot path only ever
+reads these objects, never raw definition dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from processor.domain import aggregations, properties
+from processor.domain.definitions import (
+    Attribute,
+    AttributeGroup,
+    AttributeKey,
+    resolve_attribute_key,
+)
+from processor.domain.entity import EntityState
+from processor.domain.events import Event
+from processor.domain.segments import SegmentDefinition
+from processor.errors import DefinitionError
+from processor.segmentql import Statement, included_segments, parse, referenced_fields
+
+@dataclass(frozen=True, slots=True)
+class KeyDef:
+    """An attribute key in use: how to find the entity id of an event."""
+
+    name: str
+    definition: AttributeKey
+
+    def value_of(self, event: Event) -> str | None:
+        return properties.attribute_key_value(event, self.definition)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAttribute:
+    name: str
+    spec: aggregations.AggSpec
+    definition: Attribute
+
+    def matches(self, event: Event) -> bool:
+        d = self.definition
+        if not properties.matches_events(event, d.events):
+            return False
+        return d.criteria is None or properties.matches_criteria(event, d.criteria)
+
+    def value_of(self, event: Event) -> Any:
+        prop = self.definition.property
+        return None if prop is None else properties.resolve(event, prop)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledGroup:
+    name: str
+    version: int
+    key: str
+    attributes: tuple[CompiledAttribute, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSegment:
+    id: str
+    slug: str
+    key: str
+    statement: Statement
+    fields: frozenset[str]
+    includes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Topology:
+    version: int = 0
+    keys: tuple[KeyDef, ...] = ()
+    groups: tuple[CompiledGroup, ...] = ()
+    segments: tuple[CompiledSegment, ...] = ()
+    _groups_by_key: dict[str, tuple[CompiledGroup, ...]] = field(default_factory=dict)
+    _segments_by_key: dict[str, tuple[CompiledSegment, ...]] = field(default_factory=dict)
+    _segment_refs: dict[str, CompiledSegment] = field(default_factory=dict)
+
+    def groups_for(self, key: str) -> tuple[CompiledGroup, ...]:
+        return self._groups_by_key.get(key, ())
+
+    def segments_for(self, key: str) -> tuple[CompiledSegment, ...]:
+        return self._segments_by_key.get(key, ())
+
+    def segment_by_ref(self, ref: str) -> CompiledSegment | None:
+        """A segment by id or slug, as INCLUDE and subscriptions name them."""
+        return self._segment_refs.get(ref)
+
+    def next_window_change(self, state: EntityState, now_ms: int) -> int | None:
+        """When a windowed attribute of the entity next decays (None: none of them will)."""
+        soonest: int | None = None
+        for group in self.groups_for(state.ref.key):
+            for attribute in group.attributes:
+                stored = state.attributes.get((group.name, group.version, attribute.name))
+                if stored is None:
+                    continue
+                due = aggregations.next_change(attribute.spec, stored, now_ms)
+                if due is not None and (soonest is None or due < soonest):
+                    soonest = due
+        return soonest
+
+
+def compile_topology(
+    version: int,
+    groups: Iterable[AttributeGroup],
+    segments: Iterable[SegmentDefinition],
+    custom_keys: Iterable[AttributeKey] = (),
+) -> Topology:
+    """Compile published definitions; raise ``DefinitionError`` for what cannot run."""
+    groups = tuple(groups)
+    compiled_groups = tuple(_compile_group(g) for g in groups)
+    compiled_segments = _order_segments([_compile_segment(s) for s in segments])
+    known = {k.name: k for k in custom_keys}
+    for group in groups:  # a group body may carry its custom key inline (never POSTed alone)
+        if group.attribute_key.property is not None:
+            known.setdefault(group.attribute_key.name, group.attribute_key)
+    keys = _keys(compiled_groups, compiled_segments, known)
+    by_key: dict[str, list[CompiledGroup]] = {}
+    for group in compiled_groups:
+        by_key.setdefault(group.key, []).append(group)
+    seg_by_key: dict[str, list[CompiledSegment]] = {}
+    refs: dict[str, CompiledSegment] = {}
+    for segment in compiled_segments:
+        seg_by_key.setdefault(segment.key, []).append(segment)
+        refs[segment.id] = segment
+        refs[segment.slug] = segment
+    return Topology(
+        version=version,
+        keys=keys,
+        groups=compiled_groups,
+        segments=compiled_segments,
+        _groups_by_key={k: tuple(v) for k, v in by_key.items()},
+        _segments_by_key={k: tuple(v) for k, v in seg_by_key.items()},
+        _segment_refs=refs,
+    )
+
+
+def _compile_group(group: AttributeGroup) -> CompiledGroup:
+    ttl_fallback = group.ttl or group.attribute_key.ttl
+    attributes = tuple(
+        CompiledAttribute(a.name, _spec_for(a, ttl_fallback), a) for a in group.attributes or ()
+    )
+    key = resolve_attribute_key(group.attribute_key)
+    # Deprecated aliases (``user``, ``session``) share the entities of the key they stand for.
+    entity_key = key.name if key.property is not None else key.source_field()
+    return CompiledGroup(group.name, group.version, entity_key, attributes)
+
+
+def _spec_for(attribute: Attribute, ttl_fallback: timedelta | None) -> aggregations.AggSpec:
+    """TTL precedence: attribute -> group -> attribute key; windowed attributes have none."""
+    ttl = None if attribute.period is not None else (attribute.ttl or ttl_fallback)
+    return aggregations.AggSpec(
+        kind=str(attribute.aggregation),
+        period_ms=_ms(attribute.period),
+        ttl_ms=_ms(ttl),
+        time_unit=attribute.time_unit,
+        default_value=attribute.default_value,
+    )
+
+
+def _ms(delta: timedelta | None) -> int | None:
+    return None if delta is None else int(delta.total_seconds() * 1000)
+
+
+def _compile_segment(segment: SegmentDefinition) -> CompiledSegment:
+    statement = parse(segment.segment_ql)
+    return CompiledSegment(
+        id=segment.id,
+        slug=segment.slug_name,
+        key=segment.attribute_key,
+        statement=statement,
+        fields=frozenset(referenced_fields(statement)),
+        includes=frozenset(included_segments(statement)),
+    )
+
+
+def _order_segments(segments: list[CompiledSegment]) -> tuple[CompiledSegment, ...]:
+    """Included segments before the ones that include them; a cycle or unknown ref is refused."""
+    refs = {s.id: s for s in segments} | {s.slug: s for s in segments}
+    ordered: list[CompiledSegment] = []
+    state: dict[str, str] = {}
+
+    def visit(segment: CompiledSegment, path: tuple[str, ...]) -> None:
+        mark = state.get(segment.id)
+        if mark == "done":
+            return
+        if mark == "visiting":
+            raise DefinitionError(f"INCLUDE cycle: {' -> '.join((*path, segment.slug))}")
+        state[segment.id] = "visiting"
+        for ref in sorted(segment.includes):
+            target = refs.get(ref)
+            if target is None:
+                raise DefinitionError(f"segment {segment.slug!r} includes unknown segment {ref!r}")
+            visit(target, (*path, segment.slug))
+        state[segment.id] = "done"
+        ordered.append(segment)
+
+    for segment in segments:
+        visit(segment, ())
+    return tuple(ordered)
+
+
+def _keys(
+    groups: tuple[CompiledGroup, ...],
+    segments: tuple[CompiledSegment, ...],
+    custom: dict[str, AttributeKey],
+) -> tuple[KeyDef, ...]:
+    """Keys by name: a published custom key, else a built-in (aliases resolved), else a field
+    of that name (Lytics identity fields such as ``email``)."""
+    names = dict.fromkeys([g.key for g in groups] + [s.key for s in segments])
+    return tuple(
+        KeyDef(name, custom.get(name) or resolve_attribute_key(AttributeKey(name=name)))
+        for name in names
+    )

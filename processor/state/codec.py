@@ -1,0 +1,57 @@
+"""Entity state <-> the fields of its Redis hash (layout in ``keys``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from processor.domain.entity import EntityState
+from processor.domain.transitions import EntityRef
+from processor.state import keys
+
+DELETE = b"\0"  # the write script deletes a field whose value is this byte
+
+
+def decode_entity(ref: EntityRef, raw: dict[bytes, bytes]) -> EntityState:
+    """Build an entity from HGETALL output; unknown fields are ignored (forward compatible)."""
+    state = EntityState(ref)
+    for raw_field, value in raw.items():
+        field = raw_field.decode()
+        kind, _, rest = field.partition(":")
+        if kind == "wm":
+            topic, _, partition = rest.rpartition(":")
+            state.watermarks[(topic, int(partition))] = int(value)
+        elif kind == "a":
+            group, version, attribute = rest.split(":", 2)
+            state.attributes[(group, int(version), attribute)] = orjson.loads(value)
+        elif kind == "p":
+            state.profile[rest] = orjson.loads(value)
+        elif kind == "m":
+            state.members[rest] = True
+        elif field == keys.IDENTIFIERS_FIELD:
+            state.identifiers = orjson.loads(value)
+    return state
+
+
+def dirty_fields(state: EntityState) -> dict[str, bytes]:
+    """The changed fields of ``state`` as hash field -> value (``DELETE`` to remove)."""
+    out: dict[str, bytes] = {}
+    for kind, name in state.dirty:
+        if kind == "a":
+            out[keys.attribute_field(*name)] = _dumps(state.attributes[name])
+        elif kind == "p":
+            out[keys.profile_field(name)] = _dumps(state.profile[name])
+        elif kind == "m":
+            out[keys.member_field(name)] = b"1" if state.members.get(name) else DELETE
+        elif kind == "ids":
+            out[keys.IDENTIFIERS_FIELD] = _dumps(state.identifiers)
+    return out
+
+
+def watermark_args(state: EntityState) -> dict[str, int]:
+    return {keys.watermark_field(t, p): offset for (t, p), offset in state.watermarks.items()}
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)

@@ -1,0 +1,58 @@
+"""Every Redis key template of Signalbox, in one place.
+
+Entity keys carry a hash tag (the part in braces) built from the entity, so every key of one
+entity lands in one Redis Cluster slot and can change atomically in one script call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "sb"
+
+# Fields inside an entity's state hash. A field name is "<kind>:<rest>".
+WATERMARK_FIELD = "wm:{topic}:{partition}"
+ATTRIBUTE_FIELD = "a:{group}:{version}:{attribute}"
+PROFILE_FIELD = "p:{name}"
+MEMBER_FIELD = "m:{segment_id}"
+IDENTIFIERS_FIELD = "ids"
+
+REGISTRY_VERSION = f"{PREFIX}:registry:version"
+REGISTRY_KIND = f"{PREFIX}:registry:{{kind}}"
+API_TOKENS = f"{PREFIX}:auth:tokens"
+# Live workers: heartbeat (sorted set, score = ms) and the registry version each has loaded.
+WORKER_HEARTBEATS = f"{PREFIX}:workers:heartbeat"
+WORKER_VERSIONS = f"{PREFIX}:workers:version"
+
+
+def _tag(value: str) -> str:
+    # Braces inside an id would end the hash tag early; such ids are hashed instead.
+    if "{" in value or "}" in value:
+        return "h-" + hashlib.blake2b(value.encode(), digest_size=12).hexdigest()
+    return value
+
+
+def entity_state(key: str, entity_id: str) -> str:
+    """The hash holding all state of one entity: watermarks, attributes, profile, membership."""
+    return f"{PREFIX}:{{{_tag(key)}:{_tag(entity_id)}}}:state"
+
+
+def watermark_field(topic: str, partition: int) -> str:
+    return WATERMARK_FIELD.format(topic=topic, partition=partition)
+
+
+def attribute_field(group: str, version: int, attribute: str) -> str:
+    return ATTRIBUTE_FIELD.format(group=group, version=version, attribute=attribute)
+
+
+def profile_field(name: str) -> str:
+    return PROFILE_FIELD.format(name=name)
+
+
+def member_field(segment_id: str) -> str:
+    return MEMBER_FIELD.format(segment_id=segment_id)
+
+
+def registry(kind: str) -> str:
+    """Hash of definitions of one kind (``segments``, ``attribute_groups`` ...), id -> JSON."""
+    return REGISTRY_KIND.format(kind=kind)

@@ -1,0 +1,1 @@
+"""Kafka adapters: the only package where aiokafka and faust appear."""

@@ -1,0 +1,78 @@
+"""Kafka clients and topic set-up, built from settings in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from processor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def producer(settings: Settings) -> AIOKafkaProducer:
+    """Idempotent producer with acks from all replicas: a record acked is a record kept."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+    )
+
+
+def consumer(
+    settings: Settings, group: str, topics: list[str], listener: ConsumerRebalanceListener | None
+) -> AIOKafkaConsumer:
+    """A group consumer that never commits on its own: callers commit after effects are durable."""
+    kafka_consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(1000, settings.kafka_session_timeout_ms // 4),
+    )
+    if listener is not None:
+        kafka_consumer.subscribe(topics, listener=listener)
+    else:
+        kafka_consumer.subscribe(topics)
+    return kafka_consumer
+
+
+def project_topics(settings: Settings) -> dict[str, int]:
+    """Every topic Signalbox uses, with its partition count."""
+    return {
+        settings.events_topic: settings.partitions,
+        settings.events_dlq_topic: 1,
+        settings.transitions_topic: settings.partitions,
+        settings.interventions_topic: settings.partitions,
+        settings.deliveries_dlq_topic: 1,
+    }
+
+
+async def ensure_topics(settings: Settings, topics: dict[str, int] | None = None) -> None:
+    """Create missing topics with explicit partition counts (the broker's auto-creation is off)."""
+    wanted = topics if topics is not None else project_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=parts, replication_factor=1)
+            for name, parts in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # a concurrent starter created it first
+            log.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()

@@ -1,0 +1,118 @@
+"""The event worker through real Kafka and Redis: transitions, dead letters, replays."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from processor.domain import aggregations
+from processor.domain.transitions import EntityRef, Transition
+from processor.publishing import publish_attribute_group, publish_segment
+from processor.settings import Settings
+from processor.state.entities import EntityStore
+from processor.state.registry import Registry
+from processor.streams.kafka import ensure_topics
+from processor.streams.worker import EventWorker
+from tests.support.kafka_io import produce, read_topic
+from tests.support.running import running, wait_loaded
+
+pytestmark = pytest.mark.integration
+
+COUNTER_GROUP = {
+    "name": "shopper_stats", "version": 1, "is_published": True, "owner": "t@example.com",
+    "attribute_key": {"name": "user_id"},
+    "attributes": [{"name": "cart_events", "type": "int64", "aggregation": "counter", "events": []}],
+}
+
+
+def event(user: str, **fields: object) -> bytes:
+    return orjson.dumps({"user_id": user, **fields})
+
+
+async def publish_demo(settings: Settings) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        registry = Registry(redis)
+        await publish_attribute_group(registry, COUNTER_GROUP)
+        await publish_segment(registry, {"segment_ql": "FILTER cart_items > 0 ALIAS active_cart"})
+    finally:
+        await redis.aclose()
+
+
+async def counter_of(settings: Settings, user: str) -> int | None:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        ref = EntityRef("user_id", user)
+        state = (await EntityStore(redis).read([ref]))[ref]
+    finally:
+        await redis.aclose()
+    stored = state.attributes.get(("shopper_stats", 1, "cart_events"))
+    if stored is None:
+        return None
+    spec = aggregations.AggSpec(kind="counter", period_ms=None, ttl_ms=None, time_unit=None)
+    return int(aggregations.read(spec, stored, 0))
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await EventWorker(settings, redis).run(stop)
+    finally:
+        await redis.aclose()
+
+
+def test_enter_then_exit_and_dead_letter(settings: Settings) -> None:
+    async def scenario() -> None:
+        await ensure_topics(settings)
+        await publish_demo(settings)
+        async with running(lambda stop: run_worker(settings, stop)):
+            await wait_loaded(settings)
+            await produce(settings, [
+                event("u1", cart_items=1),
+                b"{not json",
+                event("u1", cart_items=3),
+                event("u1", cart_items=0),
+            ], keys=[b"u1"] * 4)
+            records = await read_topic(settings, settings.transitions_topic, at_least=2, settle=1.0)
+            dead = await read_topic(settings, settings.events_dlq_topic, at_least=1)
+        transitions = [Transition.from_json(r.value) for r in records]
+        assert [(t.entity, t.segment_slug, t.event) for t in transitions] == [
+            (EntityRef("user_id", "u1"), "active_cart", "enter"),
+            (EntityRef("user_id", "u1"), "active_cart", "exit"),
+        ]
+        assert transitions[0].profile["cart_items"] == 1
+        assert len(dead) == 1 and dead[0].value == b"{not json"
+        reason = dict(dead[0].headers)["reason"].decode()
+        assert "JSON" in reason or "json" in reason
+        assert await counter_of(settings, "u1") == 3
+
+    asyncio.run(scenario())
+
+
+def test_replayed_events_are_not_applied_twice(settings: Settings) -> None:
+    async def scenario() -> None:
+        await ensure_topics(settings)
+        await publish_demo(settings)
+        values = [event(f"u{i % 5}", cart_items=(i // 5) % 2) for i in range(50)]
+        await produce(settings, values, keys=[f"u{i % 5}".encode() for i in range(50)])
+        # each user sees cart_items 0,1,0,1,... : 5 enters and 4 exits
+        expected = 5 * 9
+        async with running(lambda stop: run_worker(settings, stop)):
+            await wait_loaded(settings)
+            first = await read_topic(settings, settings.transitions_topic, at_least=expected,
+                                     settle=1.0)
+        # A new consumer group starts from the beginning: every event is delivered again.
+        replay = settings.model_copy(update={"worker_group": settings.worker_group + "-replay"})
+        async with running(lambda stop: run_worker(replay, stop)):
+            await wait_loaded(settings)
+            await asyncio.sleep(2.0)  # give the replay time to (wrongly) apply anything
+            again = await read_topic(settings, settings.transitions_topic, at_least=len(first),
+                                     settle=1.0)
+        assert len(again) == len(first) == expected
+        for user in range(5):
+            assert await counter_of(settings, f"u{user}") == 10
+
+    asyncio.run(scenario())

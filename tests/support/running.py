@@ -1,0 +1,59 @@
+"""Running Signalbox workers in tests: in-process tasks and real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from processor.settings import Settings
+from processor.state.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.asynccontextmanager
+async def running(make: Callable[[asyncio.Event], Awaitable[Any]]) -> AsyncIterator[None]:
+    """Run ``make(stop)`` as a task for the duration of the block; re-raise its failure."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(make(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def wait_loaded(settings: Settings, version: int | None = None, *, workers: int = 1,
+                      timeout: float = 30.0, pid: int | None = None) -> None:
+    """Probe until ``workers`` live workers (or the one with ``pid``) have loaded the current
+    registry version."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        registry = Registry(redis)
+        target = version if version is not None else await registry.version()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = await registry.live_worker_versions(int(time.time() * 1000))
+            if pid is not None:
+                live = {k: v for k, v in live.items() if k.endswith(f"-{pid}")}
+            if len([v for v in live.values() if v >= target]) >= workers:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"workers did not load registry version {target}: {live}")
+    finally:
+        await redis.aclose()
+
+
+def spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m processor <command>`` as a real process, output to ``log``."""
+    handle = log.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "processor", command], env=env, cwd=ROOT,
+                            stdout=handle, stderr=subprocess.STDOUT)
