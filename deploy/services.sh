@@ -2,27 +2,30 @@
 # Local real services for Signalbox: Apache Kafka (KRaft, single node, from Maven Central),
 # Redis (AOF on) and kinesalite (Kinesis emulator), on loopback, without Docker.
 #
-#   deploy/services.sh install            install what is missing (Kafka jars, redis-server, kinesalite)
-#   deploy/services.sh up                 install, start all three, wait until each answers, write .run/services.env
-#   deploy/services.sh down [--purge]     stop what `up` started; --purge also deletes the data dirs
-#   deploy/services.sh purge              same as `down --purge`
-#   deploy/services.sh status             print each service up/down (exit 3 if any is down)
-#   deploy/services.sh restart-redis      stop + start Redis, keeping its AOF (state survives)
-#   deploy/services.sh restart-kafka      stop + start Kafka, keeping its log dirs
-#   deploy/services.sh restart-kinesis    stop + start kinesalite (in-memory: streams are lost)
-#   deploy/services.sh env                print the services.env lines
+#   deploy/services.sh install          install what is missing: Kafka jars, redis-server, kinesalite
+#   deploy/services.sh up               install, start all three, wait until each answers,
+#                                       write .run/services.env (idempotent: running twice is fine)
+#   deploy/services.sh down [--purge]   stop what `up` started; --purge also deletes the data dirs
+#   deploy/services.sh purge            same as `down --purge`
+#   deploy/services.sh status           each service up/down (exit 3 if any is down)
+#   deploy/services.sh restart-redis    stop + start Redis, keeping its AOF (state survives)
+#   deploy/services.sh restart-kafka    stop + start Kafka, keeping its log dirs
+#   deploy/services.sh restart-kinesis  stop + start kinesalite (in memory: streams are lost)
+#   deploy/services.sh env              print the services.env lines
 #
-# Everything lives under <repo>/.run/: libs/, data dirs, logs/*.log, pids/*.pid, services.env.
+# Everything lives under <repo>/.run/: kafka/libs, data dirs, logs/*.log, pids/*.pid, services.env.
 # Use the services from a shell with:  set -a; . .run/services.env; set +a
 #
-# Overrides (environment): SB_HOST (127.0.0.1), SB_KAFKA_PORT (19092), SB_KAFKA_CONTROLLER_PORT (19093),
-# SB_REDIS_PORT (16379), SB_KINESIS_PORT (14567), SB_KAFKA_VERSION (4.1.1), SB_KAFKA_HEAP (512m),
-# SB_READY_TIMEOUT seconds (120), SB_KINESIS_STREAM_MS (kinesalite CREATING/DELETING/UPDATING time, 0).
+# Overrides (environment), defaults in brackets:
+#   SB_HOST [127.0.0.1]  SB_KAFKA_PORT [19092]  SB_KAFKA_CONTROLLER_PORT [19093]
+#   SB_REDIS_PORT [16379]  SB_KINESIS_PORT [14567]  SB_KAFKA_VERSION [4.1.1]  SB_KAFKA_HEAP [512m]
+#   SB_READY_TIMEOUT [120 s]  SB_KINESIS_STREAM_MS [0: streams ACTIVE at once]
+#   SB_RUN_DIR [<repo>/.run] (with other ports: a second, independent set of services)
 # Prefixed on purpose: Kubernetes and Docker links set REDIS_PORT=tcp://... in containers.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RUN="$ROOT/.run"
+RUN="${SB_RUN_DIR:-$ROOT/.run}"
 LOGS="$RUN/logs"
 PIDS="$RUN/pids"
 
@@ -105,7 +108,7 @@ install_kafka() {
   Integration tests need a real broker: check network access to https://repo.maven.apache.org/maven2
   (or a mirror in ~/.m2/settings.xml) and run 'deploy/services.sh install' again."
     fi
-    ls "$KAFKA_LIBS.tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null 2>&1 \
+    [ -f "$KAFKA_LIBS.tmp/kafka_2.13-$KAFKA_VERSION.jar" ] \
         || die "Maven finished but kafka_2.13-$KAFKA_VERSION.jar is missing from $KAFKA_LIBS.tmp"
     rm -rf "$KAFKA_LIBS"
     mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
@@ -196,7 +199,8 @@ spawn() {
     shift 2
     rm -f "$pidfile"
     printf '\n===== start %s =====\n' "$(date -Is)" >>"$logfile"
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 &
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&- &
     local i
     for ((i = 0; i < 50; i++)); do
         [ -s "$pidfile" ] && return 0
@@ -264,17 +268,25 @@ kafka_format() {
 kafka_probe() {
     if [ -x "$VENV_PY" ] && "$VENV_PY" -c 'import aiokafka' 2>/dev/null; then
         "$VENV_PY" - "$HOST:$KAFKA_PORT" <<'EOF'
-import asyncio, sys
+import asyncio, sys, time
 from aiokafka import AIOKafkaClient
 
+# Retries inside one interpreter for a few seconds: importing aiokafka costs ~0.5 s per process.
 async def main() -> None:
-    client = AIOKafkaClient(bootstrap_servers=sys.argv[1], request_timeout_ms=2000)
-    try:
-        await client.bootstrap()
-        if not client.cluster.brokers():
+    deadline = time.monotonic() + 5
+    while True:
+        client = AIOKafkaClient(bootstrap_servers=sys.argv[1], request_timeout_ms=2000)
+        try:
+            await client.bootstrap()
+            if client.cluster.brokers():
+                return
+        except Exception:
+            pass
+        finally:
+            await client.close()
+        if time.monotonic() > deadline:
             sys.exit(1)
-    finally:
-        await client.close()
+        await asyncio.sleep(0.1)
 
 asyncio.run(main())
 EOF
@@ -359,6 +371,7 @@ start_kinesis() {
         check_port_free kinesis "$KINESIS_PORT"
         # kinesalite's CLI listens on all interfaces; its API takes a host, so bind loopback here.
         # In memory (no --path): no native LevelDB build needed, a fresh emulator per start.
+        # shellcheck disable=SC2016 # JavaScript, not shell
         spawn "$PIDS/kinesis.pid" "$LOGS/kinesis.log" \
             node -e '
 const [, mod, host, port, ms] = process.argv;
@@ -442,8 +455,9 @@ cmd_status() {
 
 with_lock() {
     mkdir -p "$RUN" "$LOGS" "$PIDS"
-    exec 9>"$RUN/.services.lock"
-    flock 9
+    # Serialises concurrent up/down (parallel test runs). Spawned services close fd 9 (see spawn).
+    exec 9>"$RUN/services.lock"
+    flock -w "$READY_TIMEOUT" 9 || die "another deploy/services.sh holds $RUN/services.lock"
     "$@"
 }
 
@@ -461,7 +475,7 @@ main() {
         restart-kafka) with_lock stop_service kafka "$KAFKA_MARKER" 60 && with_lock start_kafka ;;
         restart-kinesis) with_lock stop_service kinesis "$KINESIS_MARKER" 10 && with_lock start_kinesis ;;
         *)
-            sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
             [ -z "$cmd" ] || [ "$cmd" = "-h" ] || [ "$cmd" = "--help" ] || exit 2
             ;;
     esac

@@ -27,7 +27,7 @@ stack_env() {
 
 wait_http() {
   local url=$1 deadline=$((SECONDS + 60))
-  until curl -fsS -o /dev/null "$url"; do
+  until curl -fs -o /dev/null "$url"; do
     if (( SECONDS > deadline )); then
       echo "API did not answer at $url within 60 s; see $RUN/logs/api.log" >&2
       tail -n 30 "$RUN/logs/api.log" >&2 || true

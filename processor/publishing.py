@@ -7,6 +7,7 @@ worker.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from processor.domain.definitions import AttributeGroup, AttributeKey
 from processor.domain.segments import SegmentDefinition, segment_id_for, slugify
-from processor.domain.subscriptions import Subscription
+from processor.domain.subscriptions import Subscription, with_signing_secret
 from processor.domain.topology import compile_topology
 from processor.errors import DefinitionError
 from processor.segmentql import SegmentQLError, parse
@@ -68,7 +69,8 @@ async def publish_segment(registry: Registry, doc: dict[str, Any]) -> SegmentDef
 
 
 async def publish_subscription(registry: Registry, doc: dict[str, Any]) -> Subscription:
-    subscription = _validate(Subscription, doc)
+    """Store a subscription; one without a signing secret gets a fresh random one."""
+    subscription = with_signing_secret(_validate(Subscription, doc), os.urandom(32))
     await registry.put(
         "subscriptions", subscription.id, subscription.model_dump(mode="json", exclude_none=True)
     )

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -170,10 +170,10 @@ def kafka_record(subscription: Subscription, transition: Transition) -> KafkaRec
     value = orjson.loads(transition.to_json())
     value["subscription_id"] = subscription.id
     value["delivery_id"] = delivery_id(subscription.id, transition.transition_id)
-    event: Literal["enter", "exit"] = transition.event
     return KafkaRecord(
         topic=subscription.topic,
         key=str(transition.entity).encode(),
         value=orjson.dumps(value),
-        headers=(("delivery-id", value["delivery_id"].encode()), ("event", event.encode())),
+        headers=(("delivery-id", value["delivery_id"].encode()),
+                 ("event", transition.event.encode())),
     )

@@ -24,6 +24,7 @@ from processor.domain.segments import SegmentDefinition
 from processor.errors import DefinitionError
 from processor.segmentql import Statement, included_segments, parse, referenced_fields
 
+
 @dataclass(frozen=True, slots=True)
 class KeyDef:
     """An attribute key in use: how to find the entity id of an event."""

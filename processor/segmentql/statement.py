@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 from .ast import Expr, MatchAll, Statement, WithValue
+from .cursor import TokenCursor, describe
 from .errors import SegmentQLError
 from .lexer import Token, tokenize
-from .parser import ExpressionParser, TokenCursor, describe, number_value
+from .parser import ExpressionParser, number_value
 
 _CLAUSES = ("from", "limit", "with", "alias")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -69,10 +70,8 @@ async def ensure_topics(settings: Settings, topics: dict[str, int] | None = None
             if name not in existing
         ]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent starter won
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # a concurrent starter created it first
             log.info("created topics %s", [t.name for t in missing])
     finally:
         await admin.close()
