@@ -18,7 +18,9 @@ from processor.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES_ENV = ROOT / ".run" / "services.env"
-TEST_REDIS_DB = 1  # db 0 belongs to `make up`/`make demo`; tests flush theirs freely
+# db 0 belongs to `make up`/`make demo`; tests flush theirs freely. Concurrent test runs on one
+# machine pick different databases with SIGNALBOX_TEST_REDIS_DB.
+TEST_REDIS_DB = int(os.environ.get("SIGNALBOX_TEST_REDIS_DB", "1"))
 
 
 def _service_env() -> dict[str, str]:
