@@ -113,7 +113,7 @@ def compile_topology(
 ) -> Topology:
     """Compile published definitions; raise ``DefinitionError`` for what cannot run."""
     groups = tuple(groups)
-    compiled_groups = tuple(_compile_group(g) for g in groups)
+    compiled_groups = tuple(compile_group(g) for g in groups)
     compiled_segments = _order_segments([_compile_segment(s) for s in segments])
     known = {k.name: k for k in custom_keys}
     for group in groups:  # a group body may carry its custom key inline (never POSTed alone)
@@ -140,19 +140,22 @@ def compile_topology(
     )
 
 
-def _compile_group(group: AttributeGroup) -> CompiledGroup:
-    ttl_fallback = group.ttl or group.attribute_key.ttl
-    attributes = tuple(
-        CompiledAttribute(a.name, _spec_for(a, ttl_fallback), a) for a in group.attributes or ()
-    )
+def compile_group(group: AttributeGroup) -> CompiledGroup:
+    """A group ready to run (and to read: readers use the same specs and entity key)."""
+    attributes = tuple(CompiledAttribute(a.name, spec_for(a, group), a) for a in group.attributes or ())
+    return CompiledGroup(group.name, group.version, entity_key_of(group), attributes)
+
+
+def entity_key_of(group: AttributeGroup) -> str:
+    """The key name of the entities a group's values are stored under. Deprecated aliases
+    (``user``, ``session``) share the entities of the key they stand for."""
     key = resolve_attribute_key(group.attribute_key)
-    # Deprecated aliases (``user``, ``session``) share the entities of the key they stand for.
-    entity_key = key.name if key.property is not None else key.source_field()
-    return CompiledGroup(group.name, group.version, entity_key, attributes)
+    return key.name if key.property is not None else key.source_field()
 
 
-def _spec_for(attribute: Attribute, ttl_fallback: timedelta | None) -> aggregations.AggSpec:
+def spec_for(attribute: Attribute, group: AttributeGroup) -> aggregations.AggSpec:
     """TTL precedence: attribute -> group -> attribute key; windowed attributes have none."""
+    ttl_fallback = group.ttl or group.attribute_key.ttl
     ttl = None if attribute.period is not None else (attribute.ttl or ttl_fallback)
     return aggregations.AggSpec(
         kind=str(attribute.aggregation),

@@ -37,6 +37,23 @@ def entity_state(key: str, entity_id: str) -> str:
     return f"{PREFIX}:{{{_tag(key)}:{_tag(entity_id)}}}:state"
 
 
+def entity_event_log(key: str, entity_id: str, name: str) -> str:
+    """List of the entity's recent events projected for event log ``name`` (newest last)."""
+    return f"{PREFIX}:{{{_tag(key)}:{_tag(entity_id)}}}:eventlog:{name}"
+
+
+def segment_members(segment_id: str, shard: int) -> str:
+    """One shard of the member index of a segment: a set of ``"<key>:<id>"`` entity strings.
+    Sharded so that a huge segment spreads over Redis Cluster slots."""
+    return f"{PREFIX}:seg:{{{segment_id}:{shard}}}:members"
+
+
+def due_schedule(shard: int) -> str:
+    """Sorted set of ``"<key>:<id>"`` entities scored by the epoch ms at which time alone may
+    change one of their segments. Sharded like the events topic's partitions."""
+    return f"{PREFIX}:due:{{{shard}}}"
+
+
 def watermark_field(topic: str, partition: int) -> str:
     return WATERMARK_FIELD.format(topic=topic, partition=partition)
 

@@ -1,0 +1,67 @@
+"""The member index: who is in a segment, without scanning the keyspace.
+
+Each segment's members are spread over ``SHARDS`` sets (one Redis Cluster slot each). The
+worker updates the index from each batch's membership changes *before* it writes the entities'
+state and watermarks: SADD/SREM are idempotent, so a crash in between re-applies the same
+changes on replay, and the index stays equal to the membership stored in the entities.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator, Iterable
+
+from redis.asyncio import Redis
+
+from processor.domain.transitions import EntityRef
+from processor.state import keys
+
+SHARDS = 16
+
+
+def shard_of(entity: str) -> int:
+    return zlib.crc32(entity.encode()) % SHARDS
+
+
+def parse_member(member: bytes | str) -> EntityRef:
+    text = member.decode() if isinstance(member, bytes) else member
+    key, _, entity_id = text.partition(":")
+    return EntityRef(key, entity_id)
+
+
+class MemberIndex:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def apply(self, changes: Iterable[tuple[str, EntityRef, bool]]) -> None:
+        """Apply (segment id, entity, is member) changes in one pipelined round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            count = 0
+            for segment_id, ref, member in changes:
+                entity = str(ref)
+                key = keys.segment_members(segment_id, shard_of(entity))
+                if member:
+                    pipe.sadd(key, entity)
+                else:
+                    pipe.srem(key, entity)
+                count += 1
+            if count:
+                await pipe.execute()
+
+    async def members(self, segment_id: str, *, page: int = 500) -> AsyncIterator[EntityRef]:
+        """Every member, shard by shard (SSCAN: members that stay in throughout are returned)."""
+        for shard in range(SHARDS):
+            key = keys.segment_members(segment_id, shard)
+            async for member in self._redis.sscan_iter(key, count=page):
+                yield parse_member(member)
+
+    async def count(self, segment_id: str) -> int:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                pipe.scard(keys.segment_members(segment_id, shard))
+            sizes = await pipe.execute()
+        return int(sum(sizes))
+
+    async def is_member(self, segment_id: str, ref: EntityRef) -> bool:
+        entity = str(ref)
+        return bool(await self._redis.sismember(keys.segment_members(segment_id, shard_of(entity)), entity))
