@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Topics. The project creates them itself with explicit partition counts.
     events_topic: str = "events"
     events_dlq_topic: str = "events.dlq"
+    # Internal: events re-keyed by entity, co-partitioned with `events` (see streams/worker.py).
+    keyed_topic: str = "events.by-key"
     transitions_topic: str = "transitions"
     interventions_topic: str = "interventions"
     deliveries_dlq_topic: str = "deliveries.dlq"
@@ -53,6 +55,7 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(1_000_000, ge=1024)
     allowed_lateness_ms: int = Field(3_600_000, ge=0)
     registry_poll_ms: int = Field(500, ge=50)
+    scheduler_tick_ms: int = Field(100, ge=10, le=10_000)
 
     # Delivery.
     delivery_group: str = "signalbox-delivery"

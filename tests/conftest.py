@@ -100,6 +100,7 @@ def settings(kafka_bootstrap: str, redis_url: str, kinesis_endpoint: str) -> Set
         kinesis_endpoint_url=kinesis_endpoint,
         events_topic=f"events-{tag}",
         events_dlq_topic=f"events.dlq-{tag}",
+        keyed_topic=f"events.by-key-{tag}",
         transitions_topic=f"transitions-{tag}",
         interventions_topic=f"interventions-{tag}",
         deliveries_dlq_topic=f"deliveries.dlq-{tag}",

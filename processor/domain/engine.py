@@ -121,7 +121,7 @@ def next_due(state: EntityState, topology: Topology, now_ms: int) -> int | None:
     if not segments:
         return None
     view = profile_view(state, topology, now_ms)
-    due = [next_boundary(s.statement, view, now_ms=now_ms) for s in segments]
+    due = [next_boundary(s.statement, view, now_ms=now_ms) for s in segments if s.uses_time]
     windowed = topology.next_window_change(state, now_ms)
     candidates = [d for d in (*due, windowed) if d is not None and d > now_ms]
     return min(candidates) if candidates else None

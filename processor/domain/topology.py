@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from processor.domain import aggregations, properties
+from processor.domain import aggregations, decay, properties
 from processor.domain.definitions import (
     Attribute,
     AttributeGroup,
@@ -22,7 +22,7 @@ from processor.domain.entity import EntityState
 from processor.domain.events import Event
 from processor.domain.segments import SegmentDefinition
 from processor.errors import DefinitionError
-from processor.segmentql import Statement, included_segments, parse, referenced_fields
+from processor.segmentql import Statement, included_segments, parse, referenced_fields, uses_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,7 @@ class CompiledSegment:
     statement: Statement
     fields: frozenset[str]
     includes: frozenset[str]
+    uses_time: bool
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,13 @@ class Topology:
     def segments_for(self, key: str) -> tuple[CompiledSegment, ...]:
         return self._segments_by_key.get(key, ())
 
+    def segment_fields(self, key: str) -> frozenset[str]:
+        """Every field or attribute name the segments of ``key`` read."""
+        fields: set[str] = set()
+        for segment in self.segments_for(key):
+            fields |= segment.fields
+        return frozenset(fields)
+
     def segment_by_ref(self, ref: str) -> CompiledSegment | None:
         """A segment by id or slug, as INCLUDE and subscriptions name them."""
         return self._segment_refs.get(ref)
@@ -94,12 +102,15 @@ class Topology:
     def next_window_change(self, state: EntityState, now_ms: int) -> int | None:
         """When a windowed attribute of the entity next decays (None: none of them will)."""
         soonest: int | None = None
+        watched = self.segment_fields(state.ref.key)
         for group in self.groups_for(state.ref.key):
             for attribute in group.attributes:
+                if attribute.name not in watched:
+                    continue  # no segment reads it: its decay cannot change a membership
                 stored = state.attributes.get((group.name, group.version, attribute.name))
                 if stored is None:
                     continue
-                due = aggregations.next_change(attribute.spec, stored, now_ms)
+                due = decay.next_change(attribute.spec, stored, now_ms)
                 if due is not None and (soonest is None or due < soonest):
                     soonest = due
         return soonest
@@ -179,6 +190,7 @@ def _compile_segment(segment: SegmentDefinition) -> CompiledSegment:
         statement=statement,
         fields=frozenset(referenced_fields(statement)),
         includes=frozenset(included_segments(statement)),
+        uses_time=uses_time(statement),
     )
 
 

@@ -12,6 +12,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterable
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from processor.domain.transitions import EntityRef
 from processor.state import keys
@@ -29,6 +30,16 @@ def parse_member(member: bytes | str) -> EntityRef:
     return EntityRef(key, entity_id)
 
 
+def stage(pipe: Pipeline, segment_id: str, ref: EntityRef, member: bool) -> None:
+    """Add one membership change to the caller's pipeline (idempotent)."""
+    entity = str(ref)
+    key = keys.segment_members(segment_id, shard_of(entity))
+    if member:
+        pipe.sadd(key, entity)
+    else:
+        pipe.srem(key, entity)
+
+
 class MemberIndex:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -38,12 +49,7 @@ class MemberIndex:
         async with self._redis.pipeline(transaction=False) as pipe:
             count = 0
             for segment_id, ref, member in changes:
-                entity = str(ref)
-                key = keys.segment_members(segment_id, shard_of(entity))
-                if member:
-                    pipe.sadd(key, entity)
-                else:
-                    pipe.srem(key, entity)
+                stage(pipe, segment_id, ref, member)
                 count += 1
             if count:
                 await pipe.execute()

@@ -7,6 +7,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from processor.settings import Settings
@@ -28,7 +29,12 @@ def producer(settings: Settings) -> AIOKafkaProducer:
 def consumer(
     settings: Settings, group: str, topics: list[str], listener: ConsumerRebalanceListener | None
 ) -> AIOKafkaConsumer:
-    """A group consumer that never commits on its own: callers commit after effects are durable."""
+    """A group consumer that never commits on its own: callers commit after effects are durable.
+
+    Partitions are assigned by ranges, so a member given partition p of one topic is given
+    partition p of every co-partitioned topic it subscribes to (``events`` and
+    ``events.by-key``): the single-writer rule of the event worker rests on that.
+    """
     kafka_consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group,
@@ -37,6 +43,7 @@ def consumer(
         isolation_level="read_committed",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         session_timeout_ms=settings.kafka_session_timeout_ms,
+        partition_assignment_strategy=(RangePartitionAssignor,),
         heartbeat_interval_ms=max(1000, settings.kafka_session_timeout_ms // 4),
     )
     if listener is not None:
@@ -50,6 +57,7 @@ def project_topics(settings: Settings) -> dict[str, int]:
     """Every topic Signalbox uses, with its partition count."""
     return {
         settings.events_topic: settings.partitions,
+        settings.keyed_topic: settings.partitions,
         settings.events_dlq_topic: 1,
         settings.transitions_topic: settings.partitions,
         settings.interventions_topic: settings.partitions,

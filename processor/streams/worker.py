@@ -3,18 +3,21 @@
 Why not a faust agent: faust's per-event stream path costs ~175 µs/event on this machine class
 (~5.7k events/s), a quarter of what a raw ``getmany`` loop with one pipelined Redis call per
 batch reaches. So the worker consumes with aiokafka in ``getmany`` batches and does all
-per-event work in plain Python on an in-process cache of its entities (it is their single
-writer: an entity's events all arrive on one partition of one owner).
+per-event work in plain Python on an in-process cache of its entities: it is their single
+writer (see ``routing``: an entity's events all reach the one worker owning its partition).
 
 Per batch, in this order (a crash between any two steps re-does the batch, never loses it):
-  1. decode every record; undecodable ones become dead letters (with the reason);
+  1. decode every record; undecodable ones become dead letters (with the reason); events for
+     entities owned elsewhere become forwards on ``events.by-key``;
   2. load the entities not yet cached (one Redis round trip);
-  3. apply each event to each of its entities, skipping offsets at or below the entity's
-     watermark (replays after a crash or rebalance);
-  4. produce dead letters and transitions, and await every ack (ids are deterministic, so a
-     re-done batch re-produces the same ids);
-  5. write each touched entity's changed fields and watermarks atomically (one round trip);
+  3. apply each event to each of its local entities, skipping source offsets at or below the
+     entity's watermark (replays after a crash, a rebalance or a duplicated forward);
+  4. produce dead letters, forwards and transitions, and await every ack (transition ids are
+     deterministic, so a re-done batch re-produces the same ids);
+  5. stage the member index and the due-time schedule (idempotent), then write each touched
+     entity's changed fields and watermarks atomically (two round trips);
   6. commit the consumer offsets.
+Between batches the scheduler re-evaluates the entities whose due time has come (``due``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -35,22 +39,38 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from processor.clock import Clock, wall_ms
 from processor.domain import engine
 from processor.domain.entity import EntityState
-from processor.domain.events import Event, EventDecodeError, decode
+from processor.domain.events import EventDecodeError, decode
 from processor.domain.topology import Topology
 from processor.domain.transitions import EntityRef, Transition
+from processor.errors import ConfigError
 from processor.settings import Settings
+from processor.state import members, schedule
 from processor.state.entities import EntityStore
 from processor.state.registry import Registry
 from processor.streams import kafka
+from processor.streams.routing import (
+    SOURCE_HEADER,
+    STREAM_HEADER,
+    Forward,
+    Ownership,
+    Source,
+    WorkItem,
+    header,
+    parse_ref,
+)
 
 log = logging.getLogger(__name__)
 
 CACHE_MAX_ENTITIES = 200_000
+DUE_BATCH = 1000
+T = TypeVar("T")
+
+Record = ConsumerRecord[bytes, bytes]
 
 
 @dataclass
 class DeadLetter:
-    record: ConsumerRecord[bytes, bytes]
+    record: Record
     reason: str
 
 
@@ -59,6 +79,7 @@ class BatchResult:
     events: int = 0
     skipped: int = 0
     dead: list[DeadLetter] = field(default_factory=list)
+    forwards: list[Forward] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
     touched: dict[EntityRef, EntityState] = field(default_factory=dict)
 
@@ -80,30 +101,33 @@ class EventWorker:
 
     def __init__(self, settings: Settings, redis: Redis, clock: Clock = wall_ms) -> None:
         self.settings = settings
+        self.redis = redis
         self.store = EntityStore(redis)
         self.registry = Registry(redis)
         self.clock = clock
         self.cache: dict[EntityRef, EntityState] = {}
         self.topology = Topology()
-        self.stats = {"events": 0, "dead": 0, "transitions": 0, "skipped": 0, "batches": 0}
+        self.ownership = Ownership(settings.partitions)
+        self.stats = {"events": 0, "dead": 0, "transitions": 0, "skipped": 0, "batches": 0,
+                      "forwarded": 0, "ignored": 0, "due": 0}
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._next_registry_check = 0
-        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self._next_due_check = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commits only after each batch is durable."""
         await kafka.ensure_topics(self.settings)
+        topics = [self.settings.events_topic, self.settings.keyed_topic]
         self._producer = kafka.producer(self.settings)
         self._consumer = kafka.consumer(
-            self.settings,
-            self.settings.worker_group,
-            [self.settings.events_topic],
-            _DropCacheOnRevoke(self),
+            self.settings, self.settings.worker_group, topics, _DropCacheOnRevoke(self)
         )
         await self._producer.start()
         await self._consumer.start()
         try:
+            await self._check_copartitioned(topics)
             while not stop.is_set():
                 await self._refresh_topology()
                 batch = await self._consumer.getmany(
@@ -113,9 +137,19 @@ class EventWorker:
                 if batch:
                     offsets = await self.process(batch)
                     await self._consumer.commit(offsets)
+                await self.run_due()
         finally:
             await self._consumer.stop()
             await self._producer.stop()
+
+    async def _check_copartitioned(self, topics: list[str]) -> None:
+        assert self._producer is not None
+        counts = {t: len(await self._producer.partitions_for(t)) for t in topics}
+        if len(set(counts.values())) != 1 or self.settings.partitions not in counts.values():
+            raise ConfigError(
+                f"topics {counts} must all have SIGNALBOX_PARTITIONS="
+                f"{self.settings.partitions} partitions (entities are owned by partition number)"
+            )
 
     async def _refresh_topology(self) -> None:
         now = self.clock()
@@ -133,41 +167,55 @@ class EventWorker:
                      len(self.topology.groups), len(self.topology.segments))
         await self.registry.report_loaded(self.worker_id, self.topology.version, now)
 
-    async def process(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> dict[TopicPartition, int]:
+    async def process(self, batch: dict[TopicPartition, list[Record]]) -> dict[TopicPartition, int]:
         """Apply one batch end to end; return the offsets to commit."""
-        records = [r for rs in batch.values() for r in rs]
-        decoded = self._decode(records)
-        result = BatchResult(dead=[d for d in decoded if isinstance(d, DeadLetter)])
-        events = [d for d in decoded if not isinstance(d, DeadLetter)]
-        await self._load_missing(ref for _, _, refs in events for ref in refs)
-        for record, event, refs in events:
-            self._apply(record, event, refs, result)
+        result = BatchResult()
+        items = self._route([r for rs in batch.values() for r in rs], result)
+        await self._load_missing(ref for item in items for ref in item.refs)
+        now = self.clock()
+        for item in items:
+            self._apply(item, result, now)
         await self._produce(result)
-        await self._write(list(result.touched.values()))
+        await self._persist(list(result.touched.values()), result.transitions, now)
         self._count(result)
         return {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
 
-    def _decode(
-        self, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> list[DeadLetter | tuple[ConsumerRecord[bytes, bytes], Event, list[EntityRef]]]:
-        out: list[DeadLetter | tuple[ConsumerRecord[bytes, bytes], Event, list[EntityRef]]] = []
+    def _route(self, records: list[Record], result: BatchResult) -> list[WorkItem]:
+        items = []
         now = self.clock()
         for record in records:
             try:
-                event = decode(record.value or b"", stream=_header(record, "stream") or "default",
+                event = decode(record.value or b"", stream=header(record, STREAM_HEADER) or "default",
                                now_ms=now, max_bytes=self.settings.max_event_bytes)
             except EventDecodeError as exc:
-                out.append(DeadLetter(record, exc.reason))
+                result.dead.append(DeadLetter(record, exc.reason))
+                continue
+            if record.topic == self.settings.keyed_topic:
+                ref, src = parse_ref(record.key), header(record, SOURCE_HEADER)
+                if ref is None or src is None:
+                    result.dead.append(DeadLetter(record, "forwarded record without key or source"))
+                else:
+                    items.append(WorkItem(record, event, [ref], Source.parse(src)))
                 continue
             refs = engine.entities_of(event, self.topology)
-            if not refs and self.topology.keys:
-                wanted = ", ".join(k.name for k in self.topology.keys)
-                out.append(DeadLetter(record, f"event carries no attribute key in use ({wanted})"))
+            if not refs:
+                if self.topology.keys:
+                    wanted = ", ".join(k.name for k in self.topology.keys)
+                    result.dead.append(DeadLetter(record, f"event carries no attribute key in use ({wanted})"))
+                else:
+                    self.stats["ignored"] += 1  # nothing published yet: computation starts at publish
                 continue
-            out.append((record, event, refs))
-        return out
+            source = Source(record.topic, record.partition, record.offset)
+            local = []
+            for ref in refs:
+                owner = self.ownership.owner(ref)
+                if owner == record.partition:
+                    local.append(ref)
+                else:
+                    result.forwards.append(Forward(record, ref, owner, source))
+            if local:
+                items.append(WorkItem(record, event, local, source))
+        return items
 
     async def _load_missing(self, refs: Iterable[EntityRef]) -> None:
         missing = list(dict.fromkeys(r for r in refs if r not in self.cache))
@@ -175,75 +223,111 @@ class EventWorker:
             return
         if len(self.cache) + len(missing) > CACHE_MAX_ENTITIES:
             self.cache.clear()  # simple bound: all cached state is also in Redis
-        loaded = await _retry_redis(lambda: self.store.load(missing))
-        self.cache.update(loaded)
+        self.cache.update(await _retry_redis(lambda: self.store.load(missing)))
 
-    def _apply(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        event: Event,
-        refs: list[EntityRef],
-        result: BatchResult,
-    ) -> None:
-        cause = f"{record.topic}/{record.partition}/{record.offset}"
-        now = self.clock()
-        for ref in refs:
+    def _apply(self, item: WorkItem, result: BatchResult, now: int) -> None:
+        src = item.source
+        for ref in item.refs:
             state = self.cache[ref]
-            if state.already_applied(record.topic, record.partition, record.offset):
+            if state.already_applied(src.topic, src.partition, src.offset):
                 result.skipped += 1
                 continue
             try:
                 result.transitions += engine.apply_event(
-                    state, event, self.topology, cause=cause, now_ms=now
+                    state, item.event, self.topology, cause=str(src), now_ms=now
                 )
             except Exception as exc:  # a bug on one event must not stop the stream
-                log.exception("event %s failed on %s", cause, ref)
-                result.dead.append(DeadLetter(record, f"internal error: {exc!r}"))
-            state.advance(record.topic, record.partition, record.offset)
+                log.exception("event %s failed on %s", src, ref)
+                result.dead.append(DeadLetter(item.record, f"internal error: {exc!r}"))
+            state.advance(src.topic, src.partition, src.offset)
             result.touched[ref] = state
         result.events += 1
 
     async def _produce(self, result: BatchResult) -> None:
         assert self._producer is not None
-        sends = []
+        send = self._producer.send
+        futures = []
         for dead in result.dead:
+            record = dead.record
             headers = [("reason", dead.reason.encode()),
-                       ("source", f"{dead.record.topic}/{dead.record.partition}/"
-                                  f"{dead.record.offset}".encode())]
-            sends.append(await self._producer.send(
-                self.settings.events_dlq_topic, dead.record.value, key=dead.record.key,
-                headers=headers))
+                       ("source", f"{record.topic}/{record.partition}/{record.offset}".encode())]
+            futures.append(await send(self.settings.events_dlq_topic, record.value,
+                                      key=record.key, headers=headers))
+        for fwd in result.forwards:
+            headers = [(STREAM_HEADER, (header(fwd.record, STREAM_HEADER) or "default").encode()),
+                       (SOURCE_HEADER, str(fwd.source).encode())]
+            futures.append(await send(self.settings.keyed_topic, fwd.record.value,
+                                      key=str(fwd.ref).encode(), partition=fwd.partition,
+                                      headers=headers))
         for transition in result.transitions:
-            sends.append(await self._producer.send(
-                self.settings.transitions_topic, transition.to_json(),
-                key=str(transition.entity).encode()))
-        if sends:
-            await asyncio.gather(*sends)
+            futures.append(await send(self.settings.transitions_topic, transition.to_json(),
+                                      key=str(transition.entity).encode()))
+        if futures:
+            await asyncio.gather(*futures)
 
-    async def _write(self, states: list[EntityState]) -> None:
+    async def _persist(self, states: list[EntityState], transitions: list[Transition],
+                       now: int) -> None:
+        """Index and schedule first (idempotent, recomputed on replay), then the entities."""
+        if not states:
+            return
+
+        async def stage_index_and_schedule() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for t in transitions:
+                    members.stage(pipe, t.segment_id, t.entity, t.event == "enter")
+                for state in states:
+                    if self.topology.segments_for(state.ref.key):
+                        due = engine.next_due(state, self.topology, now)
+                        schedule.stage(pipe, self.ownership.owner(state.ref), state.ref, due)
+                if len(pipe):
+                    await pipe.execute()
+
+        await _retry_redis(stage_index_and_schedule)
         refused = await _retry_redis(lambda: self.store.write(states))
         for ref in refused:
             self.cache.pop(ref, None)
+
+    async def run_due(self) -> None:
+        """Re-evaluate the owned entities whose due time has come; emit real changes only."""
+        now = self.clock()
+        if now < self._next_due_check or self._consumer is None or not self.topology.segments:
+            return
+        self._next_due_check = now + self.settings.scheduler_tick_ms
+        owned = sorted(tp.partition for tp in self._consumer.assignment()
+                       if tp.topic == self.settings.keyed_topic)
+        for partition in owned:
+            rows = await _retry_redis(lambda p=partition: schedule.due(self.redis, p, now, DUE_BATCH))
+            if rows:
+                await self._apply_due(rows, now)
+
+    async def _apply_due(self, rows: list[tuple[EntityRef, int]], now: int) -> None:
+        await self._load_missing(ref for ref, _ in rows)
+        transitions: list[Transition] = []
+        states = []
+        for ref, due_ms in rows:
+            state = self.cache[ref]
+            transitions += engine.evaluate_segments(
+                state, self.topology, cause=f"due/{due_ms}", now_ms=now, at_ms=due_ms
+            )
+            states.append(state)
+        await self._produce(BatchResult(transitions=transitions))
+        await self._persist(states, transitions, now)
+        self.stats["due"] += len(rows)
+        self.stats["transitions"] += len(transitions)
 
     def _count(self, result: BatchResult) -> None:
         self.stats["batches"] += 1
         self.stats["events"] += result.events
         self.stats["dead"] += len(result.dead)
+        self.stats["forwarded"] += len(result.forwards)
         self.stats["transitions"] += len(result.transitions)
         self.stats["skipped"] += result.skipped
         if result.dead:
-            log.warning("batch sent %d events to the dead-letter topic; first: %s",
+            log.warning("batch sent %d records to the dead-letter topic; first: %s",
                         len(result.dead), result.dead[0].reason)
 
 
-def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return value.decode(errors="replace")
-    return None
-
-
-async def _retry_redis(call):  # type: ignore[no-untyped-def]
+async def _retry_redis(call: Callable[[], Awaitable[T]]) -> T:
     """Retry a Redis call through an outage (e.g. a restart); offsets stay uncommitted meanwhile."""
     delay = 0.05
     while True:
