@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(1_000_000, ge=1024)
     allowed_lateness_ms: int = Field(3_600_000, ge=0)
     registry_poll_ms: int = Field(500, ge=50)
+    # Identity fields in priority order; profiles (segment entities) are keyed by the first.
+    identity_fields: str = Field("user_id,email", pattern=r"^[A-Za-z0-9_]+(,[A-Za-z0-9_]+)*$")
     scheduler_tick_ms: int = Field(100, ge=10, le=10_000)
 
     # Delivery.
@@ -86,6 +88,11 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        return tuple(self.identity_fields.split(","))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -28,7 +28,8 @@ class EntityState:
         # segment id -> True while a member
         self.members: dict[str, bool] = {}
         self.identifiers: dict[str, str] = {}
-        # names of what changed since the last write: ("a", key) / ("p", name) / ("m", id) / ("ids", "")
+        # what changed since the last write: ("a", key) / ("p", name) / ("m", id) / ("ids", "")
+        # / ("wm", (topic, partition))
         self.dirty: set[tuple[str, Any]] = set()
 
     def already_applied(self, topic: str, partition: int, offset: int) -> bool:
@@ -38,6 +39,7 @@ class EntityState:
 
     def advance(self, topic: str, partition: int, offset: int) -> None:
         self.watermarks[(topic, partition)] = offset
+        self.dirty.add(("wm", (topic, partition)))
 
     def set_attribute(self, key: tuple[str, int, str], state: Any) -> None:
         self.attributes[key] = state

@@ -46,11 +46,19 @@ def dirty_fields(state: EntityState) -> dict[str, bytes]:
             out[keys.member_field(name)] = b"1" if state.members.get(name) else DELETE
         elif kind == "ids":
             out[keys.IDENTIFIERS_FIELD] = _dumps(state.identifiers)
+        # "wm" entries travel separately (watermark_args), checked by the write script
     return out
 
 
 def watermark_args(state: EntityState) -> dict[str, int]:
-    return {keys.watermark_field(t, p): offset for (t, p), offset in state.watermarks.items()}
+    """The watermarks this write advances. Only those are checked by the write script: an
+    entity fed from several source partitions must not be refused for the ones it did not
+    touch in this batch."""
+    return {
+        keys.watermark_field(*name): state.watermarks[name]
+        for kind, name in state.dirty
+        if kind == "wm"
+    }
 
 
 def _dumps(value: Any) -> bytes:

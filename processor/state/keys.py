@@ -20,6 +20,11 @@ IDENTIFIERS_FIELD = "ids"
 REGISTRY_VERSION = f"{PREFIX}:registry:version"
 REGISTRY_KIND = f"{PREFIX}:registry:{{kind}}"
 API_TOKENS = f"{PREFIX}:auth:tokens"
+# Service-client API keys (id -> JSON with the key's digest) and the server's JWT signing secret.
+API_KEYS = f"{PREFIX}:auth:apikeys"
+JWT_SECRET = f"{PREFIX}:auth:jwt_secret"
+# Lytics bookkeeping beside a registry kind: id -> JSON {"created", "updated", ...}.
+REGISTRY_META = f"{PREFIX}:registry-meta:{{kind}}"
 # Live workers: heartbeat (sorted set, score = ms) and the registry version each has loaded.
 WORKER_HEARTBEATS = f"{PREFIX}:workers:heartbeat"
 WORKER_VERSIONS = f"{PREFIX}:workers:version"
@@ -54,6 +59,11 @@ def due_schedule(shard: int) -> str:
     return f"{PREFIX}:due:{{{shard}}}"
 
 
+def identity_link(field: str, value: str) -> str:
+    """String: the profile entity (``"<key>:<id>"``) an identifier value belongs to."""
+    return f"{PREFIX}:ident:{{{_tag(field)}:{_tag(value)}}}"
+
+
 def watermark_field(topic: str, partition: int) -> str:
     return WATERMARK_FIELD.format(topic=topic, partition=partition)
 
@@ -68,6 +78,11 @@ def profile_field(name: str) -> str:
 
 def member_field(segment_id: str) -> str:
     return MEMBER_FIELD.format(segment_id=segment_id)
+
+
+def registry_meta(kind: str) -> str:
+    """Hash of API metadata (creation/update times) of definitions of one kind, id -> JSON."""
+    return REGISTRY_META.format(kind=kind)
 
 
 def registry(kind: str) -> str:

@@ -39,12 +39,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from processor.clock import Clock, wall_ms
 from processor.domain import engine
 from processor.domain.entity import EntityState
-from processor.domain.events import EventDecodeError, decode
+from processor.domain.events import Event, EventDecodeError, decode
+from processor.domain.identity import identity_values, links_of
 from processor.domain.topology import Topology
 from processor.domain.transitions import EntityRef, Transition
 from processor.errors import ConfigError
 from processor.settings import Settings
-from processor.state import members, schedule
+from processor.state import identity, members, schedule
 from processor.state.entities import EntityStore
 from processor.state.registry import Registry
 from processor.streams import kafka
@@ -81,6 +82,7 @@ class BatchResult:
     dead: list[DeadLetter] = field(default_factory=list)
     forwards: list[Forward] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
+    links: list[tuple[tuple[str, str], EntityRef]] = field(default_factory=list)
     touched: dict[EntityRef, EntityState] = field(default_factory=dict)
 
 
@@ -106,6 +108,7 @@ class EventWorker:
         self.registry = Registry(redis)
         self.clock = clock
         self.cache: dict[EntityRef, EntityState] = {}
+        self.links: dict[tuple[str, str], EntityRef] = {}  # identity -> profile, first come wins
         self.topology = Topology()
         self.ownership = Ownership(settings.partitions)
         self.stats = {"events": 0, "dead": 0, "transitions": 0, "skipped": 0, "batches": 0,
@@ -170,18 +173,18 @@ class EventWorker:
     async def process(self, batch: dict[TopicPartition, list[Record]]) -> dict[TopicPartition, int]:
         """Apply one batch end to end; return the offsets to commit."""
         result = BatchResult()
-        items = self._route([r for rs in batch.values() for r in rs], result)
+        items = await self._route([r for rs in batch.values() for r in rs], result)
         await self._load_missing(ref for item in items for ref in item.refs)
         now = self.clock()
         for item in items:
             self._apply(item, result, now)
         await self._produce(result)
-        await self._persist(list(result.touched.values()), result.transitions, now)
+        await self._persist(list(result.touched.values()), result.transitions, now, result.links)
         self._count(result)
         return {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
 
-    def _route(self, records: list[Record], result: BatchResult) -> list[WorkItem]:
-        items = []
+    async def _route(self, records: list[Record], result: BatchResult) -> list[WorkItem]:
+        decoded = []
         now = self.clock()
         for record in records:
             try:
@@ -190,32 +193,74 @@ class EventWorker:
             except EventDecodeError as exc:
                 result.dead.append(DeadLetter(record, exc.reason))
                 continue
-            if record.topic == self.settings.keyed_topic:
-                ref, src = parse_ref(record.key), header(record, SOURCE_HEADER)
-                if ref is None or src is None:
-                    result.dead.append(DeadLetter(record, "forwarded record without key or source"))
-                else:
-                    items.append(WorkItem(record, event, [ref], Source.parse(src)))
-                continue
-            refs = engine.entities_of(event, self.topology)
-            if not refs:
-                if self.topology.keys:
-                    wanted = ", ".join(k.name for k in self.topology.keys)
-                    result.dead.append(DeadLetter(record, f"event carries no attribute key in use ({wanted})"))
-                else:
-                    self.stats["ignored"] += 1  # nothing published yet: computation starts at publish
-                continue
-            source = Source(record.topic, record.partition, record.offset)
-            local = []
-            for ref in refs:
-                owner = self.ownership.owner(ref)
-                if owner == record.partition:
-                    local.append(ref)
-                else:
-                    result.forwards.append(Forward(record, ref, owner, source))
-            if local:
-                items.append(WorkItem(record, event, local, source))
+            decoded.append((record, event))
+        await self._lookup_links([e for r, e in decoded if r.topic != self.settings.keyed_topic])
+        items = []
+        for record, event in decoded:
+            item = (self._keyed_item(record, event, result)
+                    if record.topic == self.settings.keyed_topic
+                    else self._source_item(record, event, result))
+            if item is not None:
+                items.append(item)
         return items
+
+    def _keyed_item(self, record: Record, event: Event, result: BatchResult) -> WorkItem | None:
+        """A forwarded event: apply it to the one entity its key names."""
+        ref, src = parse_ref(record.key), header(record, SOURCE_HEADER)
+        if ref is None or src is None:
+            result.dead.append(DeadLetter(record, "forwarded record without key or source"))
+            return None
+        return WorkItem(record, event, [ref], Source.parse(src))
+
+    def _source_item(self, record: Record, event: Event, result: BatchResult) -> WorkItem | None:
+        """An event from ``events``: apply it to the entities owned here, forward the rest."""
+        refs = engine.entities_of(event, self.topology) + self._stitch(event, result)
+        if not refs:
+            if self.topology.keys:
+                wanted = ", ".join(k.name for k in self.topology.keys)
+                result.dead.append(DeadLetter(record, f"event carries no attribute key in use ({wanted})"))
+            else:
+                self.stats["ignored"] += 1  # nothing published yet: computation starts at publish
+            return None
+        source = Source(record.topic, record.partition, record.offset)
+        local = []
+        for ref in dict.fromkeys(refs):
+            owner = self.ownership.owner(ref)
+            if owner == record.partition:
+                local.append(ref)
+            else:
+                result.forwards.append(Forward(record, ref, owner, source))
+        return WorkItem(record, event, local, source) if local else None
+
+    def _stitch(self, event: Event, result: BatchResult) -> list[EntityRef]:
+        """Identity stitching: link the event's other identifiers to its profile, or find the
+        profile of an event that carries only those (see ``domain.identity``)."""
+        profile_key = self.settings.identities[0]
+        if not self.topology.segments_for(profile_key):
+            return []
+        values = identity_values(event, self.settings.identities)
+        if values and values[0][0] == profile_key:
+            profile = EntityRef(profile_key, values[0][1])
+            for pair in links_of(profile, values):
+                if pair not in self.links:
+                    self.links[pair] = profile
+                    result.links.append((pair, profile))
+            return []
+        for pair in values:
+            if pair in self.links:
+                return [self.links[pair]]
+        return []
+
+    async def _lookup_links(self, events: list[Event]) -> None:
+        if not self.topology.segments_for(self.settings.identities[0]):
+            return
+        wanted = {pair for e in events for pair in identity_values(e, self.settings.identities)
+                  if pair[0] != self.settings.identities[0] and pair not in self.links}
+        if wanted:
+            if len(self.links) > CACHE_MAX_ENTITIES:
+                self.links.clear()
+            found = await _retry_redis(lambda: identity.lookup(self.redis, sorted(wanted)))
+            self.links.update(found)
 
     async def _load_missing(self, refs: Iterable[EntityRef]) -> None:
         missing = list(dict.fromkeys(r for r in refs if r not in self.cache))
@@ -265,14 +310,16 @@ class EventWorker:
         if futures:
             await asyncio.gather(*futures)
 
-    async def _persist(self, states: list[EntityState], transitions: list[Transition],
-                       now: int) -> None:
-        """Index and schedule first (idempotent, recomputed on replay), then the entities."""
-        if not states:
+    async def _persist(self, states: list[EntityState], transitions: list[Transition], now: int,
+                       links: list[tuple[tuple[str, str], EntityRef]] = ()) -> None:  # type: ignore[assignment]
+        """Links, index and schedule first (idempotent, recomputed on replay), then entities."""
+        if not states and not links:
             return
 
         async def stage_index_and_schedule() -> None:
             async with self.redis.pipeline(transaction=False) as pipe:
+                for (name, value), profile in links:
+                    identity.stage_link(pipe, name, value, profile)
                 for t in transitions:
                     members.stage(pipe, t.segment_id, t.entity, t.event == "enter")
                 for state in states:
