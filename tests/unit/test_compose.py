@@ -39,9 +39,11 @@ def test_every_signalbox_variable_is_a_setting() -> None:
 
 
 def test_host_ports_match_the_local_services() -> None:
-    defaults = Settings()
-    kafka_port = defaults.kafka_bootstrap_servers.rsplit(":", 1)[1]
-    redis_port = defaults.redis_url.rsplit(":", 1)[1].split("/")[0]
+    # The defaults of the settings model, not this shell's environment.
+    kafka = str(Settings.model_fields["kafka_bootstrap_servers"].default)
+    redis_url = str(Settings.model_fields["redis_url"].default)
+    kafka_port = kafka.rsplit(":", 1)[1]
+    redis_port = redis_url.rsplit(":", 1)[1].split("/")[0]
     published = {
         name: " ".join(str(p) for p in COMPOSE["services"][name].get("ports", []))
         for name in ("kafka", "redis", "kinesis", "api")
