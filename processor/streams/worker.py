@@ -79,6 +79,7 @@ class DeadLetter:
 class BatchResult:
     events: int = 0
     skipped: int = 0
+    late: int = 0
     dead: list[DeadLetter] = field(default_factory=list)
     forwards: list[Forward] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
@@ -112,7 +113,7 @@ class EventWorker:
         self.topology = Topology()
         self.ownership = Ownership(settings.partitions)
         self.stats = {"events": 0, "dead": 0, "transitions": 0, "skipped": 0, "batches": 0,
-                      "forwarded": 0, "ignored": 0, "due": 0}
+                      "forwarded": 0, "ignored": 0, "due": 0, "late": 0}
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -272,15 +273,19 @@ class EventWorker:
 
     def _apply(self, item: WorkItem, result: BatchResult, now: int) -> None:
         src = item.source
+        late = now - item.event.timestamp_ms > self.settings.allowed_lateness_ms
         for ref in item.refs:
             state = self.cache[ref]
             if state.already_applied(src.topic, src.partition, src.offset):
                 result.skipped += 1
                 continue
             try:
-                result.transitions += engine.apply_event(
-                    state, item.event, self.topology, cause=str(src), now_ms=now
-                )
+                if late:
+                    result.late += 1  # beyond the allowed lateness: counted, not applied
+                else:
+                    result.transitions += engine.apply_event(
+                        state, item.event, self.topology, cause=str(src), now_ms=now
+                    )
             except Exception as exc:  # a bug on one event must not stop the stream
                 log.exception("event %s failed on %s", src, ref)
                 result.dead.append(DeadLetter(item.record, f"internal error: {exc!r}"))
@@ -369,6 +374,7 @@ class EventWorker:
         self.stats["forwarded"] += len(result.forwards)
         self.stats["transitions"] += len(result.transitions)
         self.stats["skipped"] += result.skipped
+        self.stats["late"] += result.late
         if result.dead:
             log.warning("batch sent %d records to the dead-letter topic; first: %s",
                         len(result.dead), result.dead[0].reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -116,3 +117,31 @@ def test_replayed_events_are_not_applied_twice(settings: Settings) -> None:
             assert await counter_of(settings, f"u{user}") == 10
 
     asyncio.run(scenario())
+
+
+def test_events_later_than_the_allowed_lateness_are_counted_and_dropped(settings: Settings) -> None:
+    settings = settings.model_copy(update={"allowed_lateness_ms": 60_000})
+
+    async def scenario() -> dict[str, int]:
+        await ensure_topics(settings)
+        await publish_demo(settings)
+        redis = Redis.from_url(settings.redis_url)
+        worker = EventWorker(settings, redis)
+        try:
+            async with running(worker.run):
+                await wait_loaded(settings)
+                now = int(time.time() * 1000)
+                await produce(settings, [
+                    orjson.dumps({"user_id": "late", "ts": now - 7_200_000, "cart_items": 1}),
+                    orjson.dumps({"user_id": "late", "ts": now - 30_000}),
+                    orjson.dumps({"user_id": "late", "ts": now}),
+                ], keys=[b"user_id:late"] * 3)
+                while worker.stats["events"] + worker.stats["late"] < 3:
+                    await asyncio.sleep(0.05)
+        finally:
+            await redis.aclose()
+        return worker.stats
+
+    stats = asyncio.run(scenario())
+    assert stats["late"] == 1
+    assert asyncio.run(counter_of(settings, "late")) == 2
