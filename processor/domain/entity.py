@@ -15,7 +15,8 @@ from processor.domain.transitions import EntityRef
 class EntityState:
     """Mutable state of one entity; every mutation goes through a method that marks it dirty."""
 
-    __slots__ = ("ref", "watermarks", "attributes", "profile", "members", "identifiers", "dirty")
+    __slots__ = ("ref", "watermarks", "attributes", "profile", "members", "identifiers", "dirty",
+                 "stored")
 
     def __init__(self, ref: EntityRef) -> None:
         self.ref = ref
@@ -31,6 +32,8 @@ class EntityState:
         # what changed since the last write: ("a", key) / ("p", name) / ("m", id) / ("ids", "")
         # / ("wm", (topic, partition))
         self.dirty: set[tuple[str, Any]] = set()
+        # False until the entity has been written once (it then joins its partition's index)
+        self.stored = False
 
     def already_applied(self, topic: str, partition: int, offset: int) -> bool:
         """True when this offset was applied before (a replay after a crash or rebalance)."""

@@ -16,6 +16,7 @@ DELETE = b"\0"  # the write script deletes a field whose value is this byte
 def decode_entity(ref: EntityRef, raw: dict[bytes, bytes]) -> EntityState:
     """Build an entity from HGETALL output; unknown fields are ignored (forward compatible)."""
     state = EntityState(ref)
+    state.stored = bool(raw)
     for raw_field, value in raw.items():
         field = raw_field.decode()
         kind, _, rest = field.partition(":")

@@ -59,6 +59,18 @@ def due_schedule(shard: int) -> str:
     return f"{PREFIX}:due:{{{shard}}}"
 
 
+def partition_entities(partition: int) -> str:
+    """Set of every entity (``"<key>:<id>"``) owned by a partition: what a new or changed
+    segment is evaluated against, without scanning the keyspace."""
+    return f"{PREFIX}:entities:{{{partition}}}"
+
+
+def reevaluation(partition: int) -> str:
+    """Hash ``{version, cursor, done, total}``: progress of evaluating the partition's entities
+    against the segments of registry ``version``."""
+    return f"{PREFIX}:reeval:{{{partition}}}"
+
+
 def identity_link(field: str, value: str) -> str:
     """String: the profile entity (``"<key>:<id>"``) an identifier value belongs to."""
     return f"{PREFIX}:ident:{{{_tag(field)}:{_tag(value)}}}"

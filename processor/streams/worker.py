@@ -45,7 +45,7 @@ from processor.domain.topology import Topology
 from processor.domain.transitions import EntityRef, Transition
 from processor.errors import ConfigError
 from processor.settings import Settings
-from processor.state import identity, members, schedule
+from processor.state import identity, members, reevaluation, schedule
 from processor.state.entities import EntityStore
 from processor.state.registry import Registry
 from processor.streams import kafka
@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 CACHE_MAX_ENTITIES = 200_000
 DUE_BATCH = 1000
+REEVAL_PAGE = 200  # entities per partition per scheduler tick: bounds the background rate
 T = TypeVar("T")
 
 Record = ConsumerRecord[bytes, bytes]
@@ -162,11 +163,15 @@ class EventWorker:
         self._next_registry_check = now + self.settings.registry_poll_ms
         version = await self.registry.version()
         if version != self.topology.version:
+            previous = self.topology
             try:
                 self.topology = await self.registry.topology()
             except Exception:  # a definition that cannot run must not stop the worker
                 log.exception("registry version %d cannot be compiled; keeping %d",
                               version, self.topology.version)
+            if _segments_changed(previous, self.topology):
+                for partition in self._owned():
+                    await reevaluation.start(self.redis, partition, self.topology.version)
             log.info("topology version %d: %d groups, %d segments", self.topology.version,
                      len(self.topology.groups), len(self.topology.segments))
         await self.registry.report_loaded(self.worker_id, self.topology.version, now)
@@ -328,6 +333,8 @@ class EventWorker:
                 for t in transitions:
                     members.stage(pipe, t.segment_id, t.entity, t.event == "enter")
                 for state in states:
+                    if not state.stored:
+                        reevaluation.stage_entity(pipe, self.ownership.owner(state.ref), state.ref)
                     if self.topology.segments_for(state.ref.key):
                         due = engine.next_due(state, self.topology, now)
                         schedule.stage(pipe, self.ownership.owner(state.ref), state.ref, due)
@@ -336,6 +343,8 @@ class EventWorker:
 
         await _retry_redis(stage_index_and_schedule)
         refused = await _retry_redis(lambda: self.store.write(states))
+        for state in states:
+            state.stored = True
         for ref in refused:
             self.cache.pop(ref, None)
 
@@ -345,26 +354,45 @@ class EventWorker:
         if now < self._next_due_check or self._consumer is None or not self.topology.segments:
             return
         self._next_due_check = now + self.settings.scheduler_tick_ms
-        owned = sorted(tp.partition for tp in self._consumer.assignment()
-                       if tp.topic == self.settings.keyed_topic)
-        for partition in owned:
+        for partition in self._owned():
             rows = await _retry_redis(lambda p=partition: schedule.due(self.redis, p, now, DUE_BATCH))
             if rows:
-                await self._apply_due(rows, now)
+                await self._reevaluate([(ref, f"due/{due}", due) for ref, due in rows], now)
+                self.stats["due"] += len(rows)
+            await self._reevaluation_page(partition, now)
 
-    async def _apply_due(self, rows: list[tuple[EntityRef, int]], now: int) -> None:
-        await self._load_missing(ref for ref, _ in rows)
+    def _owned(self) -> list[int]:
+        if self._consumer is None:
+            return []
+        return sorted(tp.partition for tp in self._consumer.assignment()
+                      if tp.topic == self.settings.keyed_topic)
+
+    async def _reevaluation_page(self, partition: int, now: int) -> None:
+        """One bounded page of evaluating existing entities against changed segments."""
+        job = await _retry_redis(lambda: reevaluation.job(self.redis, partition))
+        if job is None or job.version > self.topology.version:
+            return  # nothing to do, or a definition this worker has not loaded yet
+        cursor, refs = await _retry_redis(lambda: reevaluation.page(self.redis, job, REEVAL_PAGE))
+        if refs:
+            cause = f"segments/{job.version}"
+            await self._reevaluate([(ref, cause, now) for ref in refs], now)
+        await _retry_redis(lambda: reevaluation.advance(self.redis, job, cursor, len(refs)))
+        if cursor == 0:
+            log.info("partition %d evaluated against registry version %d", partition, job.version)
+
+    async def _reevaluate(self, rows: list[tuple[EntityRef, str, int]], now: int) -> None:
+        """Evaluate entities' segments with no event (time came, or segments changed)."""
+        await self._load_missing(ref for ref, _, _ in rows)
         transitions: list[Transition] = []
         states = []
-        for ref, due_ms in rows:
+        for ref, cause, at_ms in rows:
             state = self.cache[ref]
             transitions += engine.evaluate_segments(
-                state, self.topology, cause=f"due/{due_ms}", now_ms=now, at_ms=due_ms
+                state, self.topology, cause=cause, now_ms=now, at_ms=at_ms
             )
             states.append(state)
         await self._produce(BatchResult(transitions=transitions))
         await self._persist(states, transitions, now)
-        self.stats["due"] += len(rows)
         self.stats["transitions"] += len(transitions)
 
     def _count(self, result: BatchResult) -> None:
@@ -378,6 +406,12 @@ class EventWorker:
         if result.dead:
             log.warning("batch sent %d records to the dead-letter topic; first: %s",
                         len(result.dead), result.dead[0].reason)
+
+
+def _segments_changed(before: Topology, after: Topology) -> bool:
+    """A segment was added or its definition changed (removals need no evaluation)."""
+    old = {s.id: s.statement for s in before.segments}
+    return any(old.get(s.id) != s.statement for s in after.segments)
 
 
 async def _retry_redis(call: Callable[[], Awaitable[T]]) -> T:
