@@ -18,6 +18,8 @@ from processor.domain import aggregations
 from processor.domain.transitions import EntityRef, Transition
 from processor.settings import Settings
 from processor.state.entities import EntityStore
+from processor.state.members import MemberIndex
+from processor.state.registry import Registry
 from processor.streams.kafka import ensure_topics
 from tests.conftest import settings_env
 from tests.integration.test_worker import publish_demo
@@ -118,5 +120,22 @@ def test_sigkill_mid_stream_keeps_counters_and_transitions_exact(
             seen_ids.add(transition.transition_id)
             by_user.setdefault(transition.entity.id, []).append(transition.event)
         assert by_user == expected
+        await assert_index_matches_profiles(settings)
 
     asyncio.run(scenario())
+
+
+async def assert_index_matches_profiles(settings: Settings) -> None:
+    """The member index equals a recomputation from the stored profiles."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        segment = (await Registry(redis).topology()).segment_by_ref("active_cart")
+        assert segment is not None
+        indexed = {ref async for ref in MemberIndex(redis).members(segment.id)}
+        refs = [EntityRef("user_id", f"crash-{u}") for u in range(USERS)]
+        states = await EntityStore(redis).read(refs)
+    finally:
+        await redis.aclose()
+    recomputed = {ref for ref, state in states.items() if state.profile["cart_items"][0] > 0}
+    assert indexed == recomputed
+    assert {ref for ref, state in states.items() if state.members.get(segment.id)} == recomputed
