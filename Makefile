@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 RUN := .run
 
-.PHONY: help venv services up down demo test test-unit bench lint clean
+.PHONY: help venv node-sdk services up down demo test test-unit bench lint clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,6 +16,12 @@ $(VENV_STAMP): pyproject.toml
 	touch $(VENV_STAMP)
 
 venv: $(VENV_STAMP) ## create .venv with the package and dev tools
+
+NODE_SDK := tests/node/node_modules/.package-lock.json
+$(NODE_SDK): tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+
+node-sdk: $(NODE_SDK) ## the official Signals Node SDK the tests drive
 
 services: venv ## install (if missing) and start Kafka, Redis and the Kinesis emulator
 	deploy/services.sh up
@@ -31,7 +37,7 @@ demo: venv ## the main job: stack up, demo topology, sample events, transitions 
 	$(MAKE) up
 	$(PY) -m processor.demo
 
-test: services ## set up and run the whole suite against the real services
+test: services node-sdk ## set up and run the whole suite against the real services
 	set -a; source $(RUN)/services.env; set +a; $(PY) -m pytest -q
 
 test-unit: venv ## the fast tests only (no services)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import typer
 from redis.asyncio import Redis
@@ -19,6 +18,9 @@ from processor.settings import Settings, get_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API tokens.")
 app.add_typer(token_app, name="token")
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys that service clients exchange for JWTs.")
+app.add_typer(apikey_app, name="apikey")
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -40,20 +42,10 @@ def _redis(settings: Settings) -> Redis:
     return Redis.from_url(settings.redis_url, health_check_interval=10)
 
 
-def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[Any]]) -> None:
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await main(stop)
-
-    asyncio.run(runner())
-
-
 @app.command()
 def worker() -> None:
-    """Consume events, update entity state, emit transitions."""
+    """Consume events, update entity state, emit transitions (a faust worker)."""
+    from processor.streams import runtime
     from processor.streams.worker import EventWorker
 
     settings = _settings()
@@ -65,12 +57,13 @@ def worker() -> None:
         finally:
             await redis.aclose()
 
-    _run_until_signal(main)
+    runtime.run(settings, settings.worker_group, main)
 
 
 @app.command()
 def delivery() -> None:
-    """Consume transitions and deliver them to every matching subscription."""
+    """Consume transitions and deliver them to every matching subscription (a faust worker)."""
+    from processor.streams import runtime
     from processor.streams.delivery import DeliveryWorker
 
     settings = _settings()
@@ -82,7 +75,7 @@ def delivery() -> None:
         finally:
             await redis.aclose()
 
-    _run_until_signal(main)
+    runtime.run(settings, settings.delivery_group, main)
 
 
 @app.command()
@@ -145,58 +138,69 @@ def produce(file: Path, stream: str = "default") -> None:
     typer.echo(f"produced {count} events")
 
 
-@token_app.command("create")
-def token_create(name: str) -> None:
-    """Create a token and print it once."""
-    from processor.state.tokens import TokenStore
-
-    settings = _settings()
-
-    async def main() -> str:
+def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
+    async def main() -> T:
         redis = _redis(settings)
         try:
-            _, token = await TokenStore(redis).create(name)
-            return token
+            return await work(redis)
         finally:
             await redis.aclose()
 
-    typer.echo(asyncio.run(main()))
+    return asyncio.run(main())
+
+
+@token_app.command("create")
+def token_create(name: str) -> None:
+    """Create an API token and print it once (it is stored hashed)."""
+    from processor.state.tokens import TokenStore
+
+    _, token = _with_redis(_settings(), lambda r: TokenStore(r).create(name))
+    typer.echo(token)
 
 
 @token_app.command("list")
 def token_list() -> None:
     from processor.state.tokens import TokenStore
 
-    settings = _settings()
-
-    async def main() -> None:
-        redis = _redis(settings)
-        try:
-            for info in await TokenStore(redis).list():
-                typer.echo(f"{info.id}\t{info.name}\t{info.created_ms}")
-        finally:
-            await redis.aclose()
-
-    asyncio.run(main())
+    for info in _with_redis(_settings(), lambda r: TokenStore(r).list()):
+        typer.echo(f"{info.id}\t{info.name}\t{info.created_ms}")
 
 
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
     from processor.state.tokens import TokenStore
 
-    settings = _settings()
-
-    async def main() -> bool:
-        redis = _redis(settings)
-        try:
-            return await TokenStore(redis).revoke(token_id)
-        finally:
-            await redis.aclose()
-
-    if not asyncio.run(main()):
+    if not _with_redis(_settings(), lambda r: TokenStore(r).revoke(token_id)):
         typer.echo(f"no token with id {token_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {token_id}")
+
+
+@apikey_app.command("create")
+def apikey_create(name: str) -> None:
+    """Create an API key for service clients; prints its id and the key once."""
+    from processor.state.apikeys import ApiKeyStore
+
+    info, key = _with_redis(_settings(), lambda r: ApiKeyStore(r).create(name))
+    typer.echo(f"api_key_id={info.id}\napi_key={key}")
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    from processor.state.apikeys import ApiKeyStore
+
+    for info in _with_redis(_settings(), lambda r: ApiKeyStore(r).list()):
+        typer.echo(f"{info.id}\t{info.name}\t{info.created_ms}")
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: str) -> None:
+    from processor.state.apikeys import ApiKeyStore
+
+    if not _with_redis(_settings(), lambda r: ApiKeyStore(r).revoke(key_id)):
+        typer.echo(f"no API key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
 
 
 def main() -> None:

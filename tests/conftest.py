@@ -122,3 +122,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for plain in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KINESIS_ENDPOINT_URL"):
         env.pop(plain, None)  # the prefixed ones above win; avoid two sources of truth
     return env
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart a shared service run last, so nothing else sees the restart."""
+    items.sort(key=lambda item: "test_redis_restart" in item.nodeid)

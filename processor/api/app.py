@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from redis.asyncio import Redis
 
-from processor.api import collector, lytics, profiles, registry_routes
+from processor.api import auth, collector, lytics, profiles, registry_routes
 from processor.api.auth import require_token
 from processor.domain.transitions import EntityRef
 from processor.settings import Settings, get_settings
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.redis.aclose()
 
     app = FastAPI(title="Signalbox", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
-    for module in (registry_routes, profiles, collector, lytics):
+    for module in (auth, registry_routes, profiles, collector, lytics):
         app.include_router(module.router)
 
     @app.get("/health-all")

@@ -1,23 +1,74 @@
-"""Bearer-token authentication for every endpoint the contracts do not make public."""
+"""Authentication for every endpoint the contracts do not make public, and the key exchange.
+
+Public (no token): the Snowplow collector (see ``processor.api.collector``), the key exchange
+below (it authenticates by key pair) and health. Everything else depends on
+:func:`require_token`, which accepts
+
+- an API token (``processor token create``), stored hashed in Redis, or
+- a JWT access token from the key exchange (``processor.state.apikeys``),
+
+sent as ``Authorization: Bearer <t>`` (Signals SDKs), a raw ``Authorization: <t>``,
+``?access_token=<t>`` or ``?key=<t>`` (Lytics clients). Tokens are never logged or echoed.
+"""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request, status
+from fastapi import APIRouter, Header, HTTPException, Request, status
 
+from processor.state.apikeys import AccessTokenError, ApiKeyStore, looks_like_jwt
 from processor.state.tokens import TokenInfo, TokenStore
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, reason, headers=_CHALLENGE)
+
+
+def presented_token(request: Request) -> str:
+    """The token of the request, from whichever place the client put it ("" when none)."""
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header[:7].lower() == "bearer " else header
+    return (token.strip() or request.query_params.get("access_token", "")
+            or request.query_params.get("key", "")).strip()
 
 
 async def require_token(request: Request) -> TokenInfo:
-    """Accept ``Authorization: Bearer <token>`` (Signals) or a raw token / ``?access_token=``
-    (Lytics). The token itself is never logged or echoed."""
-    header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else header
-    token = token.strip() or request.query_params.get("access_token", "") or request.query_params.get("key", "")
+    """FastAPI dependency: the caller's token info, or 401 with the reason."""
+    token = presented_token(request)
     if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API token",
-                            headers={"WWW-Authenticate": "Bearer"})
-    info = await TokenStore(request.app.state.redis).verify(token)
+        raise _unauthorized("missing API token")
+    redis = request.app.state.redis
+    if looks_like_jwt(token):
+        try:
+            key = await ApiKeyStore(redis).verify_token(token)
+        except AccessTokenError as exc:
+            raise _unauthorized(exc.reason) from None
+        return TokenInfo(id=f"apikey:{key.id}", name=key.name, created_ms=key.created_ms)
+    info = await TokenStore(redis).verify(token)
     if info is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized("invalid API token")
     return info
+
+
+router = APIRouter()
+
+
+@router.get("/api/msc/v1/organizations/{org_id}/credentials/v3/token",
+            responses={401: {"description": "missing, unknown or revoked key"}})
+async def exchange_api_key(
+    request: Request,
+    org_id: str,
+    x_api_key_id: str = Header("", alias="X-API-Key-Id"),
+    x_api_key: str = Header("", alias="X-API-Key"),
+) -> dict[str, str]:
+    """The Snowplow console's key exchange (signals-api.md §0): API key id + key headers ->
+    ``{"accessToken": "<JWT>"}``, valid for ``apikeys.ACCESS_TOKEN_TTL_S`` seconds."""
+    if not x_api_key_id or not x_api_key:
+        raise _unauthorized("X-API-Key-Id and X-API-Key headers are required")
+    try:
+        token = await ApiKeyStore(request.app.state.redis).issue_token(
+            x_api_key_id, x_api_key, org_id=org_id)
+    except AccessTokenError as exc:
+        raise _unauthorized(exc.reason) from None
+    return {"accessToken": token}

@@ -12,7 +12,7 @@ from typing import Any
 from processor.domain import aggregations
 from processor.domain.entity import EntityState
 from processor.domain.events import Event
-from processor.domain.topology import CompiledGroup, CompiledSegment, Topology
+from processor.domain.topology import CompiledEventLog, CompiledGroup, CompiledSegment, Topology
 from processor.domain.transitions import EntityRef, Transition, TransitionKind, transition_id
 from processor.segmentql import SegmentQLError, evaluate, next_boundary
 
@@ -42,6 +42,8 @@ def apply_event(
     _merge_profile(state, event)
     for group in topology.groups_for(state.ref.key):
         _update_group(state, group, event)
+    for log in topology.event_logs_for(state.ref.key):
+        _append_to_log(state, log, event)
     return evaluate_segments(state, topology, cause=cause, now_ms=now_ms, at_ms=event.timestamp_ms)
 
 
@@ -60,8 +62,10 @@ def _merge_profile(state: EntityState, event: Event) -> None:
         if isinstance(value, dict):
             continue  # nested objects stay in the event; profiles hold scalar and list fields
         state.set_profile(name, value, event.timestamp_ms)
+    if LAST_ACTIVE_FIELD in event.fields:
+        return  # the event states its own last activity (a profile field like any other)
     current = state.profile.get(LAST_ACTIVE_FIELD)
-    if current is None or current[0] < event.timestamp_ms:
+    if current is None or not isinstance(current[0], int) or current[0] < event.timestamp_ms:
         state.set_profile(LAST_ACTIVE_FIELD, event.timestamp_ms, event.timestamp_ms)
 
 
@@ -77,6 +81,19 @@ def _update_group(state: EntityState, group: CompiledGroup, event: Event) -> Non
         state.set_attribute(
             slot, aggregations.apply(attribute.spec, current, value, event.timestamp_ms)
         )
+
+
+def _append_to_log(state: EntityState, log: CompiledEventLog, event: Event) -> None:
+    """Keep the newest ``max_events`` entries within ``max_age`` of the newest, oldest first
+    (ordered by event time, so a late event lands in its place)."""
+    entry = log.entry(event)
+    if entry is None:
+        return
+    entries = [*state.event_logs.get(log.name, ()), entry]
+    entries.sort(key=lambda e: e["ts"])
+    cutoff = entries[-1]["ts"] - log.max_age_ms
+    kept = [e for e in entries if e["ts"] > cutoff][-log.max_events:]
+    state.set_event_log(log.name, kept)
 
 
 def profile_view(state: EntityState, topology: Topology, now_ms: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ class EntityState:
     """Mutable state of one entity; every mutation goes through a method that marks it dirty."""
 
     __slots__ = ("ref", "watermarks", "attributes", "profile", "members", "identifiers", "dirty",
-                 "stored")
+                 "stored", "event_logs")
 
     def __init__(self, ref: EntityRef) -> None:
         self.ref = ref
@@ -29,6 +29,8 @@ class EntityState:
         # segment id -> True while a member
         self.members: dict[str, bool] = {}
         self.identifiers: dict[str, str] = {}
+        # event log name -> recent entries {"ts", "event", "properties"}, oldest first
+        self.event_logs: dict[str, list[dict[str, Any]]] = {}
         # what changed since the last write: ("a", key) / ("p", name) / ("m", id) / ("ids", "")
         # / ("wm", (topic, partition))
         self.dirty: set[tuple[str, Any]] = set()
@@ -67,6 +69,10 @@ class EntityState:
         else:
             self.members.pop(segment_id, None)
         self.dirty.add(("m", segment_id))
+
+    def set_event_log(self, name: str, entries: list[dict[str, Any]]) -> None:
+        self.event_logs[name] = entries
+        self.dirty.add(("l", name))
 
     def add_identifiers(self, identifiers: dict[str, str]) -> None:
         for name, value in identifiers.items():

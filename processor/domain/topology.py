@@ -16,6 +16,9 @@ from processor.domain.definitions import (
     Attribute,
     AttributeGroup,
     AttributeKey,
+    EventLog,
+    EventSelection,
+    output_key,
     resolve_attribute_key,
 )
 from processor.domain.entity import EntityState
@@ -72,18 +75,41 @@ class CompiledSegment:
     uses_time: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledEventLog:
+    """An agentic-context buffer: which events to keep, projected to which properties."""
+
+    name: str
+    key: str
+    selections: tuple[EventSelection, ...]
+    max_events: int
+    max_age_ms: int
+
+    def entry(self, event: Event) -> dict[str, Any] | None:
+        """The projected entry for ``event``, or None when no selection takes it."""
+        for selection in self.selections:
+            if properties.selector_matches(event, selection.event):
+                projected = {output_key(p): properties.resolve(event, p) for p in selection.properties}
+                return {"ts": event.timestamp_ms, "event": event.name, "properties": projected}
+        return None
+
+
 @dataclass(frozen=True)
 class Topology:
     version: int = 0
     keys: tuple[KeyDef, ...] = ()
     groups: tuple[CompiledGroup, ...] = ()
     segments: tuple[CompiledSegment, ...] = ()
+    event_logs: tuple[CompiledEventLog, ...] = ()
     _groups_by_key: dict[str, tuple[CompiledGroup, ...]] = field(default_factory=dict)
     _segments_by_key: dict[str, tuple[CompiledSegment, ...]] = field(default_factory=dict)
     _segment_refs: dict[str, CompiledSegment] = field(default_factory=dict)
 
     def groups_for(self, key: str) -> tuple[CompiledGroup, ...]:
         return self._groups_by_key.get(key, ())
+
+    def event_logs_for(self, key: str) -> tuple[CompiledEventLog, ...]:
+        return tuple(log for log in self.event_logs if log.key == key)
 
     def segments_for(self, key: str) -> tuple[CompiledSegment, ...]:
         return self._segments_by_key.get(key, ())
@@ -121,6 +147,7 @@ def compile_topology(
     groups: Iterable[AttributeGroup],
     segments: Iterable[SegmentDefinition],
     custom_keys: Iterable[AttributeKey] = (),
+    event_logs: Iterable[EventLog] = (),
 ) -> Topology:
     """Compile published definitions; raise ``DefinitionError`` for what cannot run."""
     groups = tuple(groups)
@@ -130,7 +157,12 @@ def compile_topology(
     for group in groups:  # a group body may carry its custom key inline (never POSTed alone)
         if group.attribute_key.property is not None:
             known.setdefault(group.attribute_key.name, group.attribute_key)
-    keys = _keys(compiled_groups, compiled_segments, known)
+    logs = tuple(
+        CompiledEventLog(log.name, log.attribute_key.name, tuple(log.events), log.max_events,
+                         log.max_age_seconds * 1000)
+        for log in event_logs
+    )
+    keys = _keys(compiled_groups, compiled_segments, known, tuple(log.key for log in logs))
     by_key: dict[str, list[CompiledGroup]] = {}
     for group in compiled_groups:
         by_key.setdefault(group.key, []).append(group)
@@ -145,6 +177,7 @@ def compile_topology(
         keys=keys,
         groups=compiled_groups,
         segments=compiled_segments,
+        event_logs=logs,
         _groups_by_key={k: tuple(v) for k, v in by_key.items()},
         _segments_by_key={k: tuple(v) for k, v in seg_by_key.items()},
         _segment_refs=refs,
@@ -224,10 +257,11 @@ def _keys(
     groups: tuple[CompiledGroup, ...],
     segments: tuple[CompiledSegment, ...],
     custom: dict[str, AttributeKey],
+    extra: tuple[str, ...] = (),
 ) -> tuple[KeyDef, ...]:
     """Keys by name: a published custom key, else a built-in (aliases resolved), else a field
     of that name (Lytics identity fields such as ``email``)."""
-    names = dict.fromkeys([g.key for g in groups] + [s.key for s in segments])
+    names = dict.fromkeys([g.key for g in groups] + [s.key for s in segments] + list(extra))
     return tuple(
         KeyDef(name, custom.get(name) or resolve_attribute_key(AttributeKey(name=name)))
         for name in names

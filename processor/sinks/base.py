@@ -6,7 +6,11 @@ Lifecycle: construct (assigns only, no I/O) -> ``await start()`` (connections) -
 
 ``flush`` delivers everything added since the last flush and returns exactly one
 ``DeliveryResult`` per record: ``delivered``, or ``dead`` with the reason (non-retriable error,
-or the retry budget spent) so the caller can dead-letter it. Records sharing a
+or the retry budget spent) so the caller can dead-letter it. A sink built with
+``park_retriable=True`` keeps its in-place budget short and answers ``retry`` instead of
+``dead`` for a record that failed only retriably: the caller parks it and tries again later.
+In that mode a record's later records of the same ordering key also come back as ``retry``
+(not attempted after it), so that parking them in order keeps the entity's order. Records sharing a
 ``Delivery.ordering_key`` (one entity of one subscription) reach the target in the order added;
 different keys may be delivered concurrently. ``flush`` raises ``SinkBackpressure`` when the
 target asks for a pause longer than the sink waits in place (the unsettled records stay added),
@@ -21,7 +25,7 @@ from typing import Literal
 
 from processor.domain.payloads import Delivery
 
-Outcome = Literal["delivered", "dead"]
+Outcome = Literal["delivered", "dead", "retry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class DeliveryResult:
     outcome: Outcome
     attempts: int
     reason: str | None = None
+    retry_after: float | None = None  # on ``retry``: what the target asked to wait, if anything
 
     @property
     def delivery_id(self) -> str:

@@ -14,6 +14,9 @@ a record of an ordering key fails, that record and every later record of the sam
 again in the next round, in order. Later records that had already been written are thus
 written again (at-least-once; receivers de-duplicate on ``delivery-id``), but a reader never
 sees a record only before one that preceded it.
+
+With ``park_retriable=True`` a record still failing retriably when the budget is spent (and the
+records of its key behind it) settles as ``retry`` instead of ``dead``: the caller parks it.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ class KafkaSink(Sink):
                  max_elapsed_s: float = 60.0, backoff_base_s: float = 0.2,
                  backoff_cap_s: float = 5.0, rng: random.Random | None = None,
                  sleep: Sleep = asyncio.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 park_retriable: bool = False) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self._bootstrap = bootstrap_servers
@@ -74,6 +78,7 @@ class KafkaSink(Sink):
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[_Pending] = []
         self._closed = False
+        self._park = park_retriable
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
@@ -156,6 +161,9 @@ class KafkaSink(Sink):
             reason = item.failure or "re-sent after an earlier record of its entity failed"
             if item.failure is not None and not item.retriable:
                 settled[order[id(item)]] = self._dead(item, reason)
+            elif (item.attempts >= self._max_attempts or out_of_time) and self._park:
+                settled[order[id(item)]] = DeliveryResult(item.delivery, "retry", item.attempts,
+                                                          reason)
             elif item.attempts >= self._max_attempts or out_of_time:
                 settled[order[id(item)]] = self._dead(
                     item, f"gave up after {item.attempts} attempts: {reason}")

@@ -18,7 +18,10 @@ retried record lands after records that succeeded first; per-entity order is the
 guaranteed on this channel. Consumers de-duplicate and order by ``meta``/timestamps.
 
 boto3 is blocking: every call (session, STS, client creation, ``put_records``) runs in a worker
-thread via ``asyncio.to_thread``, never on the event loop. With ``role_arn`` the sink assumes
+thread via ``asyncio.to_thread``, never on the event loop.
+
+With ``park_retriable=True`` a record still failing retriably when the budget is spent settles
+as ``retry`` instead of ``dead``: the caller parks it and tries again later. With ``role_arn`` the sink assumes
 the role through STS and re-assumes it before the credentials expire.
 """
 
@@ -85,7 +88,8 @@ class KinesisSink(Sink):
                  max_elapsed_s: float = 120.0, backoff_base_s: float = 0.1,
                  backoff_cap_s: float = 5.0, timeout_s: float = 10.0,
                  rng: random.Random | None = None, sleep: Sleep = asyncio.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 park_retriable: bool = False) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self._endpoint_url = endpoint_url
@@ -102,6 +106,7 @@ class KinesisSink(Sink):
         self._clients: dict[tuple[str, str | None], tuple[Any, float]] = {}
         self._client_lock = threading.Lock()  # boto3 sessions are not thread-safe
         self._pending: list[_Pending] = []
+        self._park = park_retriable
         self._started = False
         self._closed = False
 
@@ -202,6 +207,9 @@ class KinesisSink(Sink):
                 done.append((item, DeliveryResult(item.delivery, "delivered", item.attempts)))
             elif not item.retriable:
                 done.append((item, self._dead(item, item.failure)))
+            elif (item.attempts >= self._max_attempts or out_of_time) and self._park:
+                done.append((item, DeliveryResult(item.delivery, "retry", item.attempts,
+                                                  item.failure)))
             elif item.attempts >= self._max_attempts or out_of_time:
                 done.append((item, self._dead(
                     item, f"gave up after {item.attempts} attempts: {item.failure}")))

@@ -16,6 +16,10 @@ once. A ``Retry-After`` above ``max_retry_after_s`` pauses the whole sink: ``flu
 
 Order: records of one ``ordering_key`` go one after the other (the next starts when the
 previous is settled); up to ``concurrency`` keys are in flight at once.
+
+With ``park_retriable=True`` (the delivery lanes) a record whose retriable failures spent the
+in-place budget, or whose ``Retry-After`` is too long to wait in place, is settled as ``retry``
+(never raises ``SinkBackpressure``), and the rest of its key is returned as ``retry`` unsent.
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ class _Attempt:
 
 
 class _Deferred(Exception):
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, reason: str) -> None:
         self.retry_after = retry_after
+        self.reason = reason
 
 
 class WebhookSink(Sink):
@@ -69,6 +74,7 @@ class WebhookSink(Sink):
                  backoff_cap_s: float = 60.0, max_retry_after_s: float = 120.0,
                  concurrency: int = 16, allow_private: bool = False,
                  allow_loopback: bool = False, client: httpx.AsyncClient | None = None,
+                 park_retriable: bool = False,
                  rng: random.Random | None = None, sleep: Sleep = asyncio.sleep,
                  monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
@@ -83,6 +89,7 @@ class WebhookSink(Sink):
         self._allow = (allow_private, allow_loopback)
         self._client = client
         self._owns_client = client is None
+        self._park = park_retriable
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._monotonic = monotonic
@@ -127,11 +134,18 @@ class WebhookSink(Sink):
                 while queue and not pause:
                     seq, record = queue[0]
                     try:
-                        results.append((seq, await self._deliver(record, guard_cache)))
+                        result = await self._deliver(record, guard_cache)
                     except _Deferred as deferred:
-                        pause.append(deferred.retry_after)
-                        return
+                        if not self._park:
+                            pause.append(deferred.retry_after)
+                            return
+                        result = DeliveryResult(record, "retry", 1, deferred.reason,
+                                                deferred.retry_after)
+                    results.append((seq, result))
                     queue.pop(0)
+                    if result.outcome == "retry":
+                        results.extend((s, _behind(r, result)) for s, r in queue)
+                        queue.clear()
 
         await asyncio.gather(*(run_key(key) for key in list(self._pending)))
         self._pending = {k: q for k, q in self._pending.items() if q}
@@ -158,23 +172,32 @@ class WebhookSink(Sink):
             if not outcome.retriable:
                 return self._dead(record, attempt, outcome.reason)
             if attempt >= self._max_attempts:
-                return self._dead(record, attempt,
-                                  f"gave up after {attempt} attempts: {outcome.reason}")
-            delay = self._next_delay(attempt, outcome.retry_after)
+                return self._give_up(record, attempt, outcome,
+                                     f"gave up after {attempt} attempts: {outcome.reason}")
+            delay = self._next_delay(attempt, outcome)
             if self._monotonic() + delay > deadline:
-                return self._dead(record, attempt, f"retry budget of {self._max_elapsed_s:g}s "
-                                                   f"spent: {outcome.reason}")
+                return self._give_up(record, attempt, outcome,
+                                     f"retry budget of {self._max_elapsed_s:g}s spent: "
+                                     f"{outcome.reason}")
             log.info("webhook retry: subscription=%s delivery=%s attempt=%d in=%.2fs reason=%s",
                      record.subscription.id, record.id, attempt, delay, outcome.reason)
             await self._sleep(delay)
 
-    def _next_delay(self, attempt: int, retry_after: float | None) -> float:
+    def _next_delay(self, attempt: int, outcome: _Attempt) -> float:
+        retry_after = outcome.retry_after
         if retry_after is None:
             base, cap = self._backoff
             return backoff_delay(attempt, base=base, cap=cap, rng=self._rng)
         if retry_after > self._max_retry_after_s:
-            raise _Deferred(retry_after)
+            raise _Deferred(retry_after, outcome.reason)
         return retry_after
+
+    def _give_up(self, record: Delivery, attempts: int, outcome: _Attempt,
+                 reason: str) -> DeliveryResult:
+        """The in-place budget is spent on retriable failures: ``retry`` when parking."""
+        if self._park:
+            return DeliveryResult(record, "retry", attempts, outcome.reason, outcome.retry_after)
+        return self._dead(record, attempts, reason)
 
     def _dead(self, record: Delivery, attempts: int, reason: str) -> DeliveryResult:
         log.warning("webhook dead: subscription=%s delivery=%s attempts=%d reason=%s",
@@ -238,6 +261,11 @@ class WebhookSink(Sink):
             reason += " (redirects are not followed)"
         return _Attempt(ok=False, retriable=is_retriable_status(status), reason=reason,
                         retry_after=retry_after)
+
+
+def _behind(record: Delivery, blocker: DeliveryResult) -> DeliveryResult:
+    """``retry`` for a record left unsent because an earlier one of its entity is parked."""
+    return DeliveryResult(record, "retry", 0, f"behind {blocker.delivery_id}: {blocker.reason}")
 
 
 def _failed_retriably(task: asyncio.Task[None]) -> bool:

@@ -30,6 +30,8 @@ def decode_entity(ref: EntityRef, raw: dict[bytes, bytes]) -> EntityState:
             state.profile[rest] = orjson.loads(value)
         elif kind == "m":
             state.members[rest] = True
+        elif kind == "l":
+            state.event_logs[rest] = orjson.loads(value)
         elif field == keys.IDENTIFIERS_FIELD:
             state.identifiers = orjson.loads(value)
     return state
@@ -47,6 +49,8 @@ def dirty_fields(state: EntityState) -> dict[str, bytes]:
             out[keys.member_field(name)] = b"1" if state.members.get(name) else DELETE
         elif kind == "ids":
             out[keys.IDENTIFIERS_FIELD] = _dumps(state.identifiers)
+        elif kind == "l":
+            out[keys.event_log_field(name)] = _dumps(state.event_logs[name])
         # "wm" entries travel separately (watermark_args), checked by the write script
     return out
 

@@ -16,6 +16,7 @@ ATTRIBUTE_FIELD = "a:{group}:{version}:{attribute}"
 PROFILE_FIELD = "p:{name}"
 MEMBER_FIELD = "m:{segment_id}"
 IDENTIFIERS_FIELD = "ids"
+EVENT_LOG_FIELD = "l:{name}"  # JSON list of the entity's recent events for one event log
 
 REGISTRY_VERSION = f"{PREFIX}:registry:version"
 REGISTRY_KIND = f"{PREFIX}:registry:{{kind}}"
@@ -40,11 +41,6 @@ def _tag(value: str) -> str:
 def entity_state(key: str, entity_id: str) -> str:
     """The hash holding all state of one entity: watermarks, attributes, profile, membership."""
     return f"{PREFIX}:{{{_tag(key)}:{_tag(entity_id)}}}:state"
-
-
-def entity_event_log(key: str, entity_id: str, name: str) -> str:
-    """List of the entity's recent events projected for event log ``name`` (newest last)."""
-    return f"{PREFIX}:{{{_tag(key)}:{_tag(entity_id)}}}:eventlog:{name}"
 
 
 def segment_members(segment_id: str, shard: int) -> str:
@@ -86,6 +82,10 @@ def attribute_field(group: str, version: int, attribute: str) -> str:
 
 def profile_field(name: str) -> str:
     return PROFILE_FIELD.format(name=name)
+
+
+def event_log_field(name: str) -> str:
+    return EVENT_LOG_FIELD.format(name=name)
 
 
 def member_field(segment_id: str) -> str:

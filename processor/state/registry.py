@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from processor.domain.definitions import AttributeGroup, AttributeKey
+from processor.domain.definitions import AttributeGroup, AttributeKey, EventLog
 from processor.domain.segments import SegmentDefinition
 from processor.domain.topology import Topology, compile_topology
 from processor.state import keys
@@ -89,7 +89,12 @@ class Registry:
         ]
         segments = [SegmentDefinition.model_validate(d) for d in (await self.all("segments")).values()]
         custom = [AttributeKey.model_validate(d) for d in (await self.all("attribute_keys")).values()]
-        return compile_topology(version, groups, segments, custom)
+        logs = [
+            EventLog.model_validate(doc)
+            for doc in (await self.all("event_logs")).values()
+            if doc.get("is_published")
+        ]
+        return compile_topology(version, groups, segments, custom, logs)
 
 
 def _check_kind(kind: str) -> None:

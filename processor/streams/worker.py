@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -39,7 +40,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from processor.clock import Clock, wall_ms
 from processor.domain import engine
 from processor.domain.entity import EntityState
-from processor.domain.events import Event, EventDecodeError, decode
+from processor.domain.events import (
+    Event,
+    EventDecodeError,
+    decode,
+    decode_generic_json,
+    decode_snowplow_json,
+    decode_snowplow_tsv,
+)
 from processor.domain.identity import identity_values, links_of
 from processor.domain.topology import Topology
 from processor.domain.transitions import EntityRef, Transition
@@ -50,8 +58,10 @@ from processor.state.entities import EntityStore
 from processor.state.registry import Registry
 from processor.streams import kafka
 from processor.streams.routing import (
+    SNOWPLOW_STREAM,
     SOURCE_HEADER,
     STREAM_HEADER,
+    TIMESTAMP_FIELD_HEADER,
     Forward,
     Ownership,
     Source,
@@ -118,8 +128,8 @@ class EventWorker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._next_registry_check = 0
-        self._next_due_check = 0
+        self._next_registry_check = 0.0
+        self._next_due_check = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commits only after each batch is durable."""
@@ -157,10 +167,12 @@ class EventWorker:
             )
 
     async def _refresh_topology(self) -> None:
-        now = self.clock()
-        if now < self._next_registry_check:
+        # Polling intervals run on the wall clock; only segment date math uses ``self.clock``.
+        tick = time.monotonic()
+        if tick < self._next_registry_check:
             return
-        self._next_registry_check = now + self.settings.registry_poll_ms
+        self._next_registry_check = tick + self.settings.registry_poll_ms / 1000
+        now = self.clock()
         version = await self.registry.version()
         if version != self.topology.version:
             previous = self.topology
@@ -194,8 +206,7 @@ class EventWorker:
         now = self.clock()
         for record in records:
             try:
-                event = decode(record.value or b"", stream=header(record, STREAM_HEADER) or "default",
-                               now_ms=now, max_bytes=self.settings.max_event_bytes)
+                event = self._decode(record, now)
             except EventDecodeError as exc:
                 result.dead.append(DeadLetter(record, exc.reason))
                 continue
@@ -209,6 +220,23 @@ class EventWorker:
             if item is not None:
                 items.append(item)
         return items
+
+    def _decode(self, record: Record, now: int) -> Event:
+        """The ``stream`` header picks the decoder: ``snowplow`` (our collector) is enriched
+        JSON/TSV, any other stream is generic JSON (Lytics ``/collect/json/{stream}``, with its
+        ``timestamp_field``); no header means auto-detect. A generic event without a time of
+        its own is stamped with the record's produce time, so a replay gets the same time."""
+        raw, limit = record.value or b"", self.settings.max_event_bytes
+        stream = header(record, STREAM_HEADER)
+        if stream == SNOWPLOW_STREAM:
+            if raw.lstrip().startswith(b"{"):
+                return decode_snowplow_json(raw, now_ms=now, max_bytes=limit)
+            return decode_snowplow_tsv(raw, now_ms=now, max_bytes=limit)
+        stamp = record.timestamp if record.timestamp and record.timestamp > 0 else now
+        if stream is None:
+            return decode(raw, now_ms=stamp, max_bytes=limit)
+        return decode_generic_json(raw, stream=stream, now_ms=stamp, max_bytes=limit,
+                                   timestamp_field=header(record, TIMESTAMP_FIELD_HEADER) or "ts")
 
     def _keyed_item(self, record: Record, event: Event, result: BatchResult) -> WorkItem | None:
         """A forwarded event: apply it to the one entity its key names."""
@@ -309,8 +337,10 @@ class EventWorker:
             futures.append(await send(self.settings.events_dlq_topic, record.value,
                                       key=record.key, headers=headers))
         for fwd in result.forwards:
-            headers = [(STREAM_HEADER, (header(fwd.record, STREAM_HEADER) or "default").encode()),
-                       (SOURCE_HEADER, str(fwd.source).encode())]
+            headers = [(SOURCE_HEADER, str(fwd.source).encode())] + [
+                (name, value) for name, value in fwd.record.headers or ()
+                if name in (STREAM_HEADER, TIMESTAMP_FIELD_HEADER)
+            ]
             futures.append(await send(self.settings.keyed_topic, fwd.record.value,
                                       key=str(fwd.ref).encode(), partition=fwd.partition,
                                       headers=headers))
@@ -350,10 +380,11 @@ class EventWorker:
 
     async def run_due(self) -> None:
         """Re-evaluate the owned entities whose due time has come; emit real changes only."""
-        now = self.clock()
-        if now < self._next_due_check or self._consumer is None or not self.topology.segments:
+        tick = time.monotonic()
+        if tick < self._next_due_check or self._consumer is None or not self.topology.segments:
             return
-        self._next_due_check = now + self.settings.scheduler_tick_ms
+        self._next_due_check = tick + self.settings.scheduler_tick_ms / 1000
+        now = self.clock()
         for partition in self._owned():
             rows = await _retry_redis(lambda p=partition: schedule.due(self.redis, p, now, DUE_BATCH))
             if rows:

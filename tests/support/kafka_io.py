@@ -13,7 +13,10 @@ from processor.streams import kafka
 
 
 async def produce(settings: Settings, values: list[bytes], *, keys: list[bytes | None] | None = None,
-                  topic: str | None = None) -> None:
+                  topic: str | None = None, stream: str | None = None) -> None:
+    """Produce ``values``; with ``stream`` they carry the header the collectors set (the worker
+    then decodes them as that stream: ``snowplow`` enriched, any other generic JSON)."""
+    headers = [("stream", stream.encode())] if stream else []
     producer = kafka.producer(settings)
     await producer.start()
     try:
@@ -21,7 +24,7 @@ async def produce(settings: Settings, values: list[bytes], *, keys: list[bytes |
         for i, value in enumerate(values):
             key = keys[i] if keys else None
             futures.append(await producer.send(topic or settings.events_topic, value, key=key,
-                                               headers=[("stream", b"default")]))
+                                               headers=headers))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
