@@ -128,6 +128,7 @@ async def child(backlog: int, total: int, profile: bool) -> None:
     await redis.aclose()
     result: dict[str, Any] = {
         "records": backlog, "seconds": throughput_s, "stats": worker.stats,
+        "phases": dict(worker.seconds),
         "round_trips": sum(worker.trips_per_batch[:backlog_batches]),
         "batches": backlog_batches, "latencies_ms": worker.latencies_ms,
         "peak_rss_kb": peak_rss_kb(),
@@ -188,7 +189,7 @@ async def produce(settings: Settings, values: list[bytes], keys: list[bytes],
     try:
         for i in range(0, len(values), chunk):
             sends = [await producer.send(settings.events_topic, v, key=k,
-                                         headers=[("stream", b"default")])
+                                         headers=[("stream", b"snowplow")])
                      for v, k in zip(values[i:i + chunk], keys[i:i + chunk], strict=True)]
             await asyncio.gather(*sends)
             if rate is not None:
@@ -294,6 +295,10 @@ def report(args: argparse.Namespace, produced_s: float, engine: dict[str, Any],
     print(f"redis commands/event (INFO commandstats delta, Lua inner calls included): engine "
           f"{engine['commands'] / engine['records']:.2f}, baseline "
           f"{base['commands'] / base['events']:.2f}")
+    phases = engine["phases"]
+    spent = sum(phases.values()) or 1.0
+    print("worker time per phase (whole run): " + ", ".join(
+        f"{name} {seconds:.1f}s ({seconds / spent:.0%})" for name, seconds in phases.items()))
     print(f"redis round trips (EntityStore): {trips / engine['batches']:.2f}/batch, "
           f"{trips / engine['records']:.4f}/event")
     print(f"peak RSS: engine worker {engine['peak_rss_kb'] / 1024:.0f} MiB, baseline "

@@ -12,6 +12,7 @@ from typing import TypeVar
 import typer
 from redis.asyncio import Redis
 
+from processor import cli_delivery
 from processor.errors import SignalboxError
 from processor.settings import Settings, get_settings
 
@@ -20,6 +21,7 @@ token_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API 
 app.add_typer(token_app, name="token")
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys that service clients exchange for JWTs.")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(cli_delivery.app, name="dlq")
 T = TypeVar("T")
 
 
@@ -35,6 +37,7 @@ def _settings() -> Settings:
         stream=sys.stderr,
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per webhook POST
     return settings
 
 
@@ -63,6 +66,7 @@ def worker() -> None:
 @app.command()
 def delivery() -> None:
     """Consume transitions and deliver them to every matching subscription (a faust worker)."""
+    from processor.sinks.lane import LanePolicy
     from processor.streams import runtime
     from processor.streams.delivery import DeliveryWorker
 
@@ -71,7 +75,11 @@ def delivery() -> None:
     async def main(stop: asyncio.Event) -> None:
         redis = _redis(settings)
         try:
-            await DeliveryWorker(settings, redis).run(stop)
+            policy = LanePolicy(max_attempts=settings.delivery_max_attempts,
+                                retry_budget_s=settings.delivery_retry_budget_s)
+            await DeliveryWorker(settings, redis, metrics_port=settings.delivery_metrics_port,
+                                 metrics_addr=settings.delivery_metrics_addr,
+                                 policy=policy).run(stop)
         finally:
             await redis.aclose()
 

@@ -29,12 +29,11 @@ from processor.domain.subscriptions import Subscription
 from processor.domain.transitions import EntityRef, Transition, transition_id
 from processor.errors import DefinitionError
 from processor.settings import Settings
-from processor.state import keys
 from processor.state.deliveries import BackfillStore
 
 __all__ = ["BackfillStore", "backfill", "backfill_status", "list_dead_letters", "redeliver"]
 from processor.state.entities import EntityStore
-from processor.state.members import SHARDS, parse_member
+from processor.state.members import SHARDS, MemberIndex
 from processor.state.registry import Registry
 from processor.streams import kafka
 
@@ -93,10 +92,7 @@ async def backfill(redis: Redis, producer: AIOKafkaProducer, settings: Settings,
 
 async def _page(redis: Redis, segment_id: str, shard: int, cursor: int, count: int) -> BackfillPage:
     """One SSCAN page of one shard of the member index, and where the next one starts."""
-    next_cursor, members = await redis.sscan(keys.segment_members(segment_id, shard), cursor,
-                                             count=count)
-    next_cursor = int(next_cursor)
-    refs = [parse_member(m) for m in members]
+    next_cursor, refs = await MemberIndex(redis).page(segment_id, shard, cursor, count)
     if next_cursor == 0:
         return BackfillPage(refs, shard + 1, 0)
     return BackfillPage(refs, shard, next_cursor)

@@ -62,7 +62,13 @@ class Settings(BaseSettings):
     # Delivery.
     delivery_group: str = "signalbox-delivery"
     webhook_timeout_s: float = Field(10.0, gt=0)
-    webhook_max_attempts: int = Field(8, ge=1)
+    # Per subscription: attempts (in place, then parked and retried in the background) and the
+    # time budget before a delivery is dead-lettered with its reason.
+    delivery_max_attempts: int = Field(20, ge=1)
+    delivery_retry_budget_s: float = Field(3600.0, gt=0)
+    # Prometheus metrics of the delivery worker (per subscription); unset = not served.
+    delivery_metrics_port: int | None = Field(None, ge=0, le=65535)
+    delivery_metrics_addr: str = "127.0.0.1"
     webhook_allow_loopback: bool = False
     webhook_allow_private: bool = False
 

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from processor.api import auth, collector, lytics, profiles, registry_routes
@@ -32,6 +33,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Signalbox", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
     for module in (auth, registry_routes, profiles, collector, lytics):
         app.include_router(module.router)
+
+    @app.middleware("http")
+    async def limit_declared_body(request: Request, call_next: Any) -> Any:
+        """Refuse a declared body over the limit before reading it (the collector also
+        bounds chunked bodies while reading, see ``limits.read_body``)."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.api_max_body_bytes:
+            return JSONResponse(
+                {"detail": f"request body of {length} bytes exceeds {settings.api_max_body_bytes}"},
+                status_code=413,
+            )
+        return await call_next(request)
 
     @app.get("/health-all")
     async def health() -> dict[str, Any]:

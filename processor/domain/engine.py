@@ -6,7 +6,7 @@ back what changed. The same function serves the reference path in tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from processor.domain import aggregations
@@ -30,21 +30,28 @@ def entities_of(event: Event, topology: Topology) -> list[EntityRef]:
 
 
 def apply_event(
-    state: EntityState, event: Event, topology: Topology, *, cause: str, now_ms: int
+    state: EntityState, event: Event, topology: Topology, *, cause: str, now_ms: int,
+    identifiers: dict[str, str] | None = None,
 ) -> list[Transition]:
     """Fold ``event`` into ``state``; return the membership transitions it causes.
 
     ``cause`` (``topic/partition/offset``) makes transition ids deterministic, so replaying
     the same event after a crash yields the same ids. The caller checks and advances the
-    offset watermark; this function does not look at offsets.
+    offset watermark; this function does not look at offsets. Segments are re-evaluated only
+    when the event changed something they read, or the entity is new (a segment can match a
+    profile on missing fields alone); time alone is the scheduler's business (``next_due``).
     """
-    state.add_identifiers(event_identifiers(event, topology))
-    _merge_profile(state, event)
-    for group in topology.groups_for(state.ref.key):
-        _update_group(state, group, event)
-    for log in topology.event_logs_for(state.ref.key):
+    key = state.ref.key
+    state.add_identifiers(identifiers if identifiers is not None else event_identifiers(event, topology))
+    changed = _merge_profile(state, event)
+    for group in topology.groups_for(key):
+        _update_group(state, group, event, changed)
+    for log in topology.event_logs_for(key):
         _append_to_log(state, log, event)
-    return evaluate_segments(state, topology, cause=cause, now_ms=now_ms, at_ms=event.timestamp_ms)
+    if state.stored and changed.isdisjoint(topology.segment_fields(key)):
+        return []
+    return evaluate_segments(state, topology, cause=cause, now_ms=now_ms, at_ms=event.timestamp_ms,
+                             changed=changed if state.stored else None)
 
 
 def event_identifiers(event: Event, topology: Topology) -> dict[str, str]:
@@ -56,31 +63,37 @@ def event_identifiers(event: Event, topology: Topology) -> dict[str, str]:
     return found
 
 
-def _merge_profile(state: EntityState, event: Event) -> None:
-    """Lytics-style profile: each top-level field of the event, last value wins by event time."""
+def _merge_profile(state: EntityState, event: Event) -> set[str]:
+    """Lytics-style profile: each top-level field of the event, last value wins by event time.
+    Returns the names whose value changed."""
+    changed = set()
     for name, value in event.fields.items():
         if isinstance(value, dict):
             continue  # nested objects stay in the event; profiles hold scalar and list fields
-        state.set_profile(name, value, event.timestamp_ms)
+        if state.set_profile(name, value, event.timestamp_ms):
+            changed.add(name)
     if LAST_ACTIVE_FIELD in event.fields:
-        return  # the event states its own last activity (a profile field like any other)
+        return changed  # the event states its own last activity (a profile field like any other)
     current = state.profile.get(LAST_ACTIVE_FIELD)
     if current is None or not isinstance(current[0], int) or current[0] < event.timestamp_ms:
         state.set_profile(LAST_ACTIVE_FIELD, event.timestamp_ms, event.timestamp_ms)
+        changed.add(LAST_ACTIVE_FIELD)
+    return changed
 
 
-def _update_group(state: EntityState, group: CompiledGroup, event: Event) -> None:
-    for attribute in group.attributes:
-        if not attribute.matches(event):
+def _update_group(state: EntityState, group: CompiledGroup, event: Event, changed: set[str]) -> None:
+    values: dict[str, Any] = {}  # property -> value, resolved once per event
+    for attribute in group.attributes_for(event):
+        if not attribute.passes_criteria(event):
             continue
+        key = attribute.value_key
+        value = values[key] if key in values else values.setdefault(key, attribute.value_of(event))
         slot = (group.name, group.version, attribute.name)
         current = state.attributes.get(slot)
         if current is None:
             current = aggregations.new_state(attribute.spec)
-        value = attribute.value_of(event)
-        state.set_attribute(
-            slot, aggregations.apply(attribute.spec, current, value, event.timestamp_ms)
-        )
+        state.set_attribute(slot, aggregations.apply(attribute.spec, current, value, event.timestamp_ms))
+        changed.add(attribute.name)
 
 
 def _append_to_log(state: EntityState, log: CompiledEventLog, event: Event) -> None:
@@ -96,24 +109,57 @@ def _append_to_log(state: EntityState, log: CompiledEventLog, event: Event) -> N
     state.set_event_log(log.name, kept)
 
 
-def profile_view(state: EntityState, topology: Topology, now_ms: int) -> dict[str, Any]:
-    """What a segment sees: profile fields plus the attribute values of the entity's groups."""
-    view = state.profile_values()
-    for group in topology.groups_for(state.ref.key):
-        for attribute in group.attributes:
-            stored = state.attributes.get((group.name, group.version, attribute.name))
-            if stored is not None:
-                view[attribute.name] = aggregations.read(attribute.spec, stored, now_ms)
-    return view
+class ProfileView(Mapping[str, Any]):
+    """What a segment sees: profile fields, overridden by the entity's attribute values.
+    Lazy: an attribute is read (``aggregations.read``) only when a segment asks for it."""
+
+    __slots__ = ("_state", "_attributes", "_now", "_read")
+
+    def __init__(self, state: EntityState, topology: Topology, now_ms: int) -> None:
+        self._state = state
+        self._attributes = topology.attribute_index(state.ref.key)
+        self._now = now_ms
+        self._read: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._read:
+            return self._read[name]
+        found = self._attributes.get(name)
+        stored = None if found is None else self._state.attributes.get(found[0])
+        if stored is not None and found is not None:
+            value = self._read[name] = aggregations.read(found[1], stored, self._now)
+            return value
+        return self._state.profile[name][0]
+
+    def __contains__(self, name: object) -> bool:
+        if name in self._state.profile:
+            return True
+        found = self._attributes.get(name) if isinstance(name, str) else None
+        return found is not None and found[0] in self._state.attributes
+
+    def __iter__(self) -> Iterator[str]:
+        names = dict.fromkeys(self._state.profile)
+        names.update((n, None) for n, (slot, _) in self._attributes.items() if slot in self._state.attributes)
+        return iter(names)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def profile_view(state: EntityState, topology: Topology, now_ms: int) -> ProfileView:
+    return ProfileView(state, topology, now_ms)
 
 
 def evaluate_segments(
-    state: EntityState, topology: Topology, *, cause: str, now_ms: int, at_ms: int
+    state: EntityState, topology: Topology, *, cause: str, now_ms: int, at_ms: int,
+    changed: set[str] | None = None,
 ) -> list[Transition]:
     """Re-evaluate every segment of the entity's key; emit one transition per real change.
 
     ``at_ms`` is when the change happened (the event's time, or the due time), recorded on
-    the transition; ``now_ms`` is the clock that date math is evaluated against.
+    the transition; ``now_ms`` is the clock that date math is evaluated against. With
+    ``changed`` (the names an event changed), a segment that reads none of them, directly or
+    through INCLUDE, keeps its stored membership without being evaluated.
     """
     segments = topology.segments_for(state.ref.key)
     if not segments:
@@ -122,6 +168,9 @@ def evaluate_segments(
     results: dict[str, bool] = {}
     out = []
     for segment in segments:  # topological order: included segments come first
+        if changed is not None and changed.isdisjoint(segment.deps):
+            results[segment.id] = state.members.get(segment.id, False)
+            continue
         member = _evaluate(segment, view, now_ms, _include_resolver(segment, results, topology))
         results[segment.id] = member
         was_member = state.members.get(segment.id, False)
@@ -155,7 +204,7 @@ def _include_resolver(
 
 
 def _evaluate(
-    segment: CompiledSegment, view: dict[str, Any], now_ms: int, include: Callable[[str], bool]
+    segment: CompiledSegment, view: Mapping[str, Any], now_ms: int, include: Callable[[str], bool]
 ) -> bool:
     try:
         return bool(evaluate(segment.statement, view, now_ms=now_ms, resolve_include=include))
@@ -169,7 +218,7 @@ def _transition(
     kind: TransitionKind,
     cause: str,
     at_ms: int,
-    view: dict[str, Any],
+    view: Mapping[str, Any],
 ) -> Transition:
     return Transition(
         transition_id=transition_id(state.ref, segment.id, kind, cause),
@@ -179,5 +228,5 @@ def _transition(
         event=kind,
         at_ms=at_ms,
         identifiers=dict(state.identifiers) or {state.ref.key: state.ref.id},
-        profile=view,
+        profile=dict(view),
     )

@@ -341,18 +341,26 @@ def _from_snowplow_object(obj: dict[str, Any], now_ms: int | None) -> Event:
     for key, value in obj.items():
         if value is None:
             continue
-        if key in ("contexts", "derived_contexts"):
-            contexts += _entity_list(value, key)
-        elif key == "unstruct_event":
-            unstruct = _unstruct(value)
-        elif key.startswith("contexts_") and isinstance(value, list):
-            suffix = key[len("contexts_") :]
-            contexts += [{"schema": None, "shred_key": suffix, "data": d} for d in value]
-        elif key.startswith("unstruct_event_") and isinstance(value, dict):
-            unstruct = _shredded_unstruct(obj, key[len("unstruct_event_") :], value)
-        else:
-            atomic[key] = value
-    _check_atomic_strings(atomic)
+        # Hot loop (~130 columns): only names starting with c/u can be entity or event columns.
+        first = key[0]
+        if first == "c" and key.startswith("contexts") or key == "derived_contexts":
+            if key in ("contexts", "derived_contexts"):
+                contexts += _entity_list(value, key)
+                continue
+            if key.startswith("contexts_") and isinstance(value, list):
+                suffix = key[len("contexts_") :]
+                contexts += [{"schema": None, "shred_key": suffix, "data": d} for d in value]
+                continue
+        elif first == "u" and key.startswith("unstruct_event"):
+            if key == "unstruct_event":
+                unstruct = _unstruct(value)
+                continue
+            if key.startswith("unstruct_event_") and isinstance(value, dict):
+                unstruct = _shredded_unstruct(obj, key[len("unstruct_event_") :], value)
+                continue
+        if value.__class__ is str and len(value) > MAX_FIELD_CHARS:
+            raise EventDecodeError(f"field {key} is {len(value)} characters, limit {MAX_FIELD_CHARS}")
+        atomic[key] = value
     return _snowplow_event(atomic, unstruct, contexts, now_ms)
 
 

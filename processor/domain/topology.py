@@ -7,12 +7,13 @@ reads these objects, never raw definition dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from processor.domain import aggregations, decay, properties
 from processor.domain.definitions import (
+    AtomicProperty,
     Attribute,
     AttributeGroup,
     AttributeKey,
@@ -41,17 +42,29 @@ class KeyDef:
 
 @dataclass(frozen=True, slots=True)
 class CompiledAttribute:
+    """One attribute ready for the hot path: which events it takes and how to read its value.
+
+    ``value_key`` names the property (equal properties share it), so a group resolves each
+    distinct property once per event; ``atomic`` is set for a plain atomic column, read
+    straight from the event.
+    """
+
     name: str
     spec: aggregations.AggSpec
     definition: Attribute
+    value_key: str
+    atomic: str | None
 
-    def matches(self, event: Event) -> bool:
-        d = self.definition
-        if not properties.matches_events(event, d.events):
-            return False
-        return d.criteria is None or properties.matches_criteria(event, d.criteria)
+    def selects(self, event: Event) -> bool:
+        return properties.matches_events(event, self.definition.events)
+
+    def passes_criteria(self, event: Event) -> bool:
+        criteria = self.definition.criteria
+        return criteria is None or properties.matches_criteria(event, criteria)
 
     def value_of(self, event: Event) -> Any:
+        if self.atomic is not None:
+            return event.atomic.get(self.atomic)
         prop = self.definition.property
         return None if prop is None else properties.resolve(event, prop)
 
@@ -62,6 +75,23 @@ class CompiledGroup:
     version: int
     key: str
     attributes: tuple[CompiledAttribute, ...]
+    # Attributes whose event selectors take events of one (name, vendor, version): selector
+    # matching runs once per kind of event, not once per event. Off when a selector names an
+    # event specification (that depends on the event's entities).
+    cacheable: bool = True
+    _by_kind: dict[tuple[str | None, str | None, str | None], tuple[CompiledAttribute, ...]] = field(
+        default_factory=dict, compare=False, repr=False)
+
+    def attributes_for(self, event: Event) -> tuple[CompiledAttribute, ...]:
+        if not self.cacheable:
+            return tuple(a for a in self.attributes if a.selects(event))
+        kind = (event.name, event.vendor, event.version)
+        selected = self._by_kind.get(kind)
+        if selected is None:
+            if len(self._by_kind) > 10_000:
+                self._by_kind.clear()
+            selected = self._by_kind[kind] = tuple(a for a in self.attributes if a.selects(event))
+        return selected
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +103,8 @@ class CompiledSegment:
     fields: frozenset[str]
     includes: frozenset[str]
     uses_time: bool
+    # fields read by this segment or any segment it includes, transitively
+    deps: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +136,9 @@ class Topology:
     _groups_by_key: dict[str, tuple[CompiledGroup, ...]] = field(default_factory=dict)
     _segments_by_key: dict[str, tuple[CompiledSegment, ...]] = field(default_factory=dict)
     _segment_refs: dict[str, CompiledSegment] = field(default_factory=dict)
+    _segment_fields: dict[str, frozenset[str]] = field(default_factory=dict)
+    _attribute_index: dict[str, dict[str, tuple[tuple[str, int, str], aggregations.AggSpec]]] = field(
+        default_factory=dict)
 
     def groups_for(self, key: str) -> tuple[CompiledGroup, ...]:
         return self._groups_by_key.get(key, ())
@@ -116,10 +151,11 @@ class Topology:
 
     def segment_fields(self, key: str) -> frozenset[str]:
         """Every field or attribute name the segments of ``key`` read."""
-        fields: set[str] = set()
-        for segment in self.segments_for(key):
-            fields |= segment.fields
-        return frozenset(fields)
+        return self._segment_fields.get(key, frozenset())
+
+    def attribute_index(self, key: str) -> dict[str, tuple[tuple[str, int, str], aggregations.AggSpec]]:
+        """Attribute name -> (state slot, spec) for the groups of ``key`` (later groups win)."""
+        return self._attribute_index.get(key, {})
 
     def segment_by_ref(self, ref: str) -> CompiledSegment | None:
         """A segment by id or slug, as INCLUDE and subscriptions name them."""
@@ -172,6 +208,14 @@ def compile_topology(
         seg_by_key.setdefault(segment.key, []).append(segment)
         refs[segment.id] = segment
         refs[segment.slug] = segment
+    fields_by_key: dict[str, frozenset[str]] = {}
+    for segment in compiled_segments:
+        fields_by_key[segment.key] = fields_by_key.get(segment.key, frozenset()) | segment.fields
+    index: dict[str, dict[str, tuple[tuple[str, int, str], aggregations.AggSpec]]] = {}
+    for group in compiled_groups:
+        for attribute in group.attributes:
+            slot = (group.name, group.version, attribute.name)
+            index.setdefault(group.key, {})[attribute.name] = (slot, attribute.spec)
     return Topology(
         version=version,
         keys=keys,
@@ -181,13 +225,24 @@ def compile_topology(
         _groups_by_key={k: tuple(v) for k, v in by_key.items()},
         _segments_by_key={k: tuple(v) for k, v in seg_by_key.items()},
         _segment_refs=refs,
+        _segment_fields=fields_by_key,
+        _attribute_index=index,
     )
 
 
 def compile_group(group: AttributeGroup) -> CompiledGroup:
     """A group ready to run (and to read: readers use the same specs and entity key)."""
-    attributes = tuple(CompiledAttribute(a.name, spec_for(a, group), a) for a in group.attributes or ())
-    return CompiledGroup(group.name, group.version, entity_key_of(group), attributes)
+    attributes = tuple(_compile_attribute(a, group) for a in group.attributes or ())
+    cacheable = not any(s.event_specification_id for a in attributes for s in a.definition.events)
+    return CompiledGroup(group.name, group.version, entity_key_of(group), attributes, cacheable)
+
+
+def _compile_attribute(attribute: Attribute, group: AttributeGroup) -> CompiledAttribute:
+    prop = attribute.property
+    plain_atomic = isinstance(prop, AtomicProperty) and prop.date_part is None
+    value_key = "" if prop is None else prop.model_dump_json()
+    return CompiledAttribute(attribute.name, spec_for(attribute, group), attribute, value_key,
+                             prop.name if plain_atomic else None)  # type: ignore[union-attr]
 
 
 def entity_key_of(group: AttributeGroup) -> str:
@@ -232,6 +287,7 @@ def _order_segments(segments: list[CompiledSegment]) -> tuple[CompiledSegment, .
     refs = {s.id: s for s in segments} | {s.slug: s for s in segments}
     ordered: list[CompiledSegment] = []
     state: dict[str, str] = {}
+    done: dict[str, CompiledSegment] = {}
 
     def visit(segment: CompiledSegment, path: tuple[str, ...]) -> None:
         mark = state.get(segment.id)
@@ -246,7 +302,9 @@ def _order_segments(segments: list[CompiledSegment]) -> tuple[CompiledSegment, .
                 raise DefinitionError(f"segment {segment.slug!r} includes unknown segment {ref!r}")
             visit(target, (*path, segment.slug))
         state[segment.id] = "done"
-        ordered.append(segment)
+        deps = segment.fields.union(*(done[refs[r].id].deps for r in segment.includes))
+        done[segment.id] = replace(segment, deps=deps)
+        ordered.append(done[segment.id])
 
     for segment in segments:
         visit(segment, ())

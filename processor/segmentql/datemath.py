@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 _DATEMATH = re.compile(r"now([+-])(\d{1,12})([yMwdhms])")
 _UNIT_MS = {"w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000}
@@ -95,6 +96,7 @@ def add_months(ms: int, months: int) -> int | None:
 _US_FORMATS = ("%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d", "%Y/%m/%d %H:%M:%S")
 
 
+@lru_cache(maxsize=8192)  # profiles repeat the same strings; strptime failures are costly
 def parse_date(text: str) -> int | None:
     """Epoch ms of an absolute date string, or None.
 
@@ -112,6 +114,8 @@ def parse_date(text: str) -> int | None:
             return from_datetime(datetime.fromisoformat(text.replace("z", "Z")))
         except ValueError:
             return None
+    if not text[0].isdigit() or "/" not in text:
+        return None  # every remaining format starts with digits and has a '/'
     for fmt in _US_FORMATS:
         try:
             return from_datetime(datetime.strptime(text, fmt))

@@ -10,7 +10,10 @@ from processor.domain.entity import EntityState
 from processor.domain.transitions import EntityRef
 from processor.state import keys
 
-DELETE = b"\0"  # the write script deletes a field whose value is this byte
+DELETE = None  # the write script deletes a field whose value is JSON null
+# (group, version, attribute) -> hash field name; formatting it per write costs more than the
+# JSON of a small state. Bounded by the number of published attributes.
+_ATTRIBUTE_FIELDS: dict[tuple[str, int, str], str] = {}
 
 
 def decode_entity(ref: EntityRef, raw: dict[bytes, bytes]) -> EntityState:
@@ -37,16 +40,19 @@ def decode_entity(ref: EntityRef, raw: dict[bytes, bytes]) -> EntityState:
     return state
 
 
-def dirty_fields(state: EntityState) -> dict[str, bytes]:
-    """The changed fields of ``state`` as hash field -> value (``DELETE`` to remove)."""
-    out: dict[str, bytes] = {}
+def dirty_fields(state: EntityState) -> dict[str, str | None]:
+    """The changed fields of ``state`` as hash field -> stored text (``DELETE`` to remove)."""
+    out: dict[str, str | None] = {}
     for kind, name in state.dirty:
         if kind == "a":
-            out[keys.attribute_field(*name)] = _dumps(state.attributes[name])
+            field = _ATTRIBUTE_FIELDS.get(name)
+            if field is None:
+                field = _ATTRIBUTE_FIELDS[name] = keys.attribute_field(*name)
+            out[field] = _dumps(state.attributes[name])
         elif kind == "p":
             out[keys.profile_field(name)] = _dumps(state.profile[name])
         elif kind == "m":
-            out[keys.member_field(name)] = b"1" if state.members.get(name) else DELETE
+            out[keys.member_field(name)] = "1" if state.members.get(name) else DELETE
         elif kind == "ids":
             out[keys.IDENTIFIERS_FIELD] = _dumps(state.identifiers)
         elif kind == "l":
@@ -66,5 +72,10 @@ def watermark_args(state: EntityState) -> dict[str, int]:
     }
 
 
-def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+def dirty_payload(state: EntityState) -> bytes:
+    """The changed fields as one JSON object, the write script's last argument."""
+    return orjson.dumps(dirty_fields(state))
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()

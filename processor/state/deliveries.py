@@ -1,7 +1,6 @@
 """Delivery state in Redis: parked records (retried in the background) and backfill progress.
 
-Key templates (all under ``sb:dlv:``; they belong in ``processor.state.keys`` once that module's
-owner takes them):
+Keys (templates in ``processor.state.keys``):
 
 - ``sb:dlv:{<subscription>:<partition>}:parked`` — hash, transition id -> parked record (JSON).
   One hash per (subscription, partition of ``transitions``), so the worker that owns a partition
@@ -23,24 +22,14 @@ import orjson
 from redis.asyncio import Redis
 
 from processor.domain.transitions import Transition
+from processor.state import keys
 
-PARKED = "sb:dlv:{{{subscription}:{partition}}}:parked"
-BACKFILL = "sb:dlv:{{{subscription}}}:backfill"
-BACKFILL_LOCK = "sb:dlv:{{{subscription}}}:backfill:lock"
-_PARKED_PATTERN = "sb:dlv:{*}:parked"
 _PARKED_KEY = re.compile(r"^sb:dlv:\{(?P<subscription>.+):(?P<partition>\d+)\}:parked$")
 
 
-def parked_key(subscription_id: str, partition: int) -> str:
-    return PARKED.format(subscription=subscription_id, partition=partition)
-
-
-def backfill_key(subscription_id: str) -> str:
-    return BACKFILL.format(subscription=subscription_id)
-
-
-def backfill_lock_key(subscription_id: str) -> str:
-    return BACKFILL_LOCK.format(subscription=subscription_id)
+parked_key = keys.parked_deliveries
+backfill_key = keys.backfill_progress
+backfill_lock_key = keys.backfill_lock
 
 
 @dataclass(slots=True)
@@ -126,7 +115,7 @@ class ParkStore:
     async def orphans(self, known: set[str]) -> list[str]:
         """Parked keys of subscriptions not in ``known`` (deleted while no worker ran)."""
         found = []
-        async for name in self._redis.scan_iter(match=_PARKED_PATTERN, count=500):
+        async for name in self._redis.scan_iter(match=keys.PARKED_DELIVERIES_PATTERN, count=500):
             text = _text(name)
             match = _PARKED_KEY.match(text)
             if match and match["subscription"] not in known:

@@ -54,8 +54,7 @@ class EntityStore:
                 args.append(len(marks))
                 for field, offset in marks.items():
                     args.extend((field, offset))
-                for field, value in codec.dirty_fields(state).items():
-                    args.extend((field, value))
+                args.append(codec.dirty_payload(state))
                 await self._write(
                     keys=[keys.entity_state(state.ref.key, state.ref.id)], args=args, client=pipe
                 )

@@ -67,6 +67,26 @@ def reevaluation(partition: int) -> str:
     return f"{PREFIX}:reeval:{{{partition}}}"
 
 
+# Delivery: records a subscription could not take yet, per (subscription, transitions partition),
+# and backfill progress. The pattern finds orphaned parked hashes at start-up only.
+PARKED_DELIVERIES_PATTERN = f"{PREFIX}:dlv:{{*}}:parked"
+
+
+def parked_deliveries(subscription_id: str, partition: int) -> str:
+    """Hash: transition id -> parked record (JSON)."""
+    return f"{PREFIX}:dlv:{{{subscription_id}:{partition}}}:parked"
+
+
+def backfill_progress(subscription_id: str) -> str:
+    """Hash: ``state``, ``shard``, ``cursor``, ``produced``, ``started_ms``, ``finished_ms``."""
+    return f"{PREFIX}:dlv:{{{subscription_id}}}:backfill"
+
+
+def backfill_lock(subscription_id: str) -> str:
+    """String (PX): the worker running a subscription's backfill."""
+    return f"{PREFIX}:dlv:{{{subscription_id}}}:backfill:lock"
+
+
 def identity_link(field: str, value: str) -> str:
     """String: the profile entity (``"<key>:<id>"``) an identifier value belongs to."""
     return f"{PREFIX}:ident:{{{_tag(field)}:{_tag(value)}}}"

@@ -61,6 +61,14 @@ class MemberIndex:
             async for member in self._redis.sscan_iter(key, count=page):
                 yield parse_member(member)
 
+    async def page(self, segment_id: str, shard: int, cursor: int,
+                   count: int) -> tuple[int, list[EntityRef]]:
+        """One resumable SSCAN page of one shard: the next cursor (0 = shard done) and refs."""
+        next_cursor, found = await self._redis.sscan(
+            keys.segment_members(segment_id, shard), cursor, count=count
+        )
+        return int(next_cursor), [parse_member(m) for m in found]
+
     async def count(self, segment_id: str) -> int:
         async with self._redis.pipeline(transaction=False) as pipe:
             for shard in range(SHARDS):

@@ -43,6 +43,8 @@ def consumer(
         isolation_level="read_committed",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         session_timeout_ms=settings.kafka_session_timeout_ms,
+        # getmany already bounds the wait; a long broker-side wait only adds latency
+        fetch_max_wait_ms=settings.batch_timeout_ms,
         partition_assignment_strategy=(RangePartitionAssignor,),
         heartbeat_interval_ms=max(1000, settings.kafka_session_timeout_ms // 4),
     )

@@ -15,7 +15,12 @@ from snowplow_signals import Service
 
 from processor.settings import Settings
 from tests.integration.api.test_signals_profiles import eventually, now_ms, send, start_worker
-from tests.integration.api.test_signals_registry import OWNER, signals_api, snowplow_event, user_stats
+from tests.integration.api.test_signals_registry import (
+    OWNER,
+    signals_api,
+    snowplow_event,
+    user_stats,
+)
 from tests.support.running import wait_loaded
 
 pytestmark = pytest.mark.integration
