@@ -1,5 +1,6 @@
-"""SIGKILL the worker at random moments while events flow: every counter stays exact and every
-transition appears once by id (duplicates only ever repeat an id)."""
+"""SIGKILL the worker at random moments while events flow: every attribute equals the pure
+reference implementation over the events, and every transition appears once by id
+(duplicates only ever repeat an id)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 
 from processor.domain import aggregations
 from processor.domain.transitions import EntityRef, Transition
+from processor.publishing import publish_attribute_group
 from processor.settings import Settings
 from processor.state.entities import EntityStore
 from processor.state.members import MemberIndex
@@ -32,17 +34,39 @@ USERS = 200
 EVENTS = 20_000
 KILLS = 4
 COUNTER = aggregations.AggSpec(kind="counter", period_ms=None, ttl_ms=None, time_unit=None)
+MIX_ATTRIBUTES = {  # name -> (aggregation, atomic property, type)
+    "value_sum": ("sum", "se_value", "double"), "value_max": ("max", "se_value", "double"),
+    "value_mean": ("mean", "se_value", "double"), "last_page": ("last", "page_url", "string"),
+    "first_page": ("first", "page_url", "string"), "pages": ("unique_list", "page_url", "string_list"),
+    "top_page": ("most_frequent", "page_url", "string"),
+    "page_counts": ("category_count", "page_url", "dict"),
+    "distinct_pages": ("approx_count_distinct", "page_url", "int64"),
+}  # fmt: skip
+MIX_GROUP = {
+    "name": "mix", "version": 1, "is_published": True, "owner": "t@example.com",
+    "attribute_key": {"name": "user_id"},
+    "attributes": [{"name": name, "type": type_, "aggregation": agg, "events": [],
+                    "property": {"type": "atomic", "name": prop}}
+                   for name, (agg, prop, type_) in MIX_ATTRIBUTES.items()],
+}  # fmt: skip
+# Event times: a user's events are 2 s apart, jittered by up to 1.5 s, so their order holds
+# per user (the expected transitions follow it) while the stream as a whole is out of order.
+BASE_TS = int(time.time() * 1000) - 600_000
 
 
 def workload() -> tuple[list[bytes], list[bytes], dict[str, list[str]]]:
     """Events cycling each user's cart through 0,1,2 items, and the expected transitions."""
     values, keys, expected = [], [], {}
     seen: dict[str, int] = {}
+    rng = random.Random(11)
     for i in range(EVENTS):
         user = f"crash-{i % USERS}"
         k = seen.get(user, 0)
         seen[user] = k + 1
-        values.append(orjson.dumps({"user_id": user, "cart_items": k % 3}))
+        values.append(orjson.dumps({
+            "user_id": user, "cart_items": k % 3, "ts": BASE_TS + i * 10 - rng.randrange(0, 1500),
+            "se_value": round(rng.uniform(0, 100), 2), "page_url": f"/p{rng.randrange(12)}",
+        }))  # fmt: skip
         keys.append(user.encode())
         if k % 3 == 1:
             expected.setdefault(user, []).append("enter")
@@ -57,6 +81,28 @@ async def produce_paced(settings: Settings, values: list[bytes], keys: list[byte
     for start in range(0, len(values), chunk):
         await produce(settings, values[start:start + chunk], keys=keys[start:start + chunk])
         await asyncio.sleep(0.1)
+
+
+async def assert_attributes_match_reference(settings: Settings, values: list[bytes]) -> None:
+    """Every attribute of every user equals the reference over that user's events."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        refs = [EntityRef("user_id", f"crash-{u}") for u in range(USERS)]
+        states = await EntityStore(redis).read(refs)
+    finally:
+        await redis.aclose()
+    events: dict[str, list[dict[str, object]]] = {}
+    for raw in values:
+        doc = orjson.loads(raw)
+        events.setdefault(doc["user_id"], []).append(doc)
+    now = int(time.time() * 1000)
+    for ref, state in states.items():
+        for name, (kind, prop, _) in MIX_ATTRIBUTES.items():
+            spec = aggregations.AggSpec(kind=kind, period_ms=None, ttl_ms=None, time_unit=None)
+            expected = aggregations.reference_value(
+                spec, [(e[prop], e["ts"]) for e in events[ref.id]], now)  # type: ignore[misc]
+            got = aggregations.read(spec, state.attributes[("mix", 1, name)], now)
+            assert got == expected, (ref.id, name, got, expected)
 
 
 async def counters(settings: Settings) -> dict[str, int]:
@@ -84,6 +130,11 @@ def test_sigkill_mid_stream_keeps_counters_and_transitions_exact(
     async def scenario() -> None:
         await ensure_topics(settings)
         await publish_demo(settings)
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            await publish_attribute_group(Registry(redis), MIX_GROUP)
+        finally:
+            await redis.aclose()
         worker = spawn("worker", env, log)
         progress_at_kills = []
         try:
@@ -121,6 +172,7 @@ def test_sigkill_mid_stream_keeps_counters_and_transitions_exact(
             by_user.setdefault(transition.entity.id, []).append(transition.event)
         assert by_user == expected
         await assert_index_matches_profiles(settings)
+        await assert_attributes_match_reference(settings, values)
 
     asyncio.run(scenario())
 
