@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
-from processor.api import auth, collector, lytics, profiles, registry_routes
+from processor.api import auth, collector, lytics, profiles, registry_routes, testing
 from processor.api.auth import require_token
 from processor.domain.transitions import EntityRef
 from processor.settings import Settings, get_settings
@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.redis.aclose()
 
     app = FastAPI(title="Signalbox", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
-    for module in (auth, registry_routes, profiles, collector, lytics):
+    for module in (auth, registry_routes, profiles, collector, lytics, testing):
         app.include_router(module.router)
 
     @app.middleware("http")

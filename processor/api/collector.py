@@ -32,10 +32,11 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
 
 from processor.api.limits import read_body
 from processor.domain.events import EventDecodeError, decode_snowplow_json
+from processor.domain.records import SNOWPLOW_STREAM
 from processor.domain.tracker import TrackerPayloadError, payloads_from_post, to_enriched
 from processor.settings import Settings
 from processor.streams import kafka
-from processor.streams.routing import SNOWPLOW_STREAM, STREAM_HEADER
+from processor.streams.routing import STREAM_HEADER
 
 log = logging.getLogger(__name__)
 

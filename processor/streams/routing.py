@@ -22,7 +22,6 @@ from processor.domain.transitions import EntityRef
 SOURCE_HEADER = "src"
 STREAM_HEADER = "stream"
 TIMESTAMP_FIELD_HEADER = "timestamp_field"
-SNOWPLOW_STREAM = "snowplow"
 
 
 @dataclass(frozen=True, slots=True)
