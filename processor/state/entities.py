@@ -8,6 +8,7 @@ is never applied twice and a crash never leaves half an update.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
 
@@ -19,6 +20,7 @@ from processor.state import codec, keys
 
 log = logging.getLogger(__name__)
 
+WRITE_CHUNK = 250  # entities per pipelined write
 _WRITE_LUA = resources.files("processor.state").joinpath("lua/write_entity.lua").read_text()
 
 
@@ -43,12 +45,17 @@ class EntityStore:
         """Write each entity's dirty fields and watermarks atomically; return the refused ones.
 
         A refused entity had a watermark in Redis at or past ours: another worker owns its
-        partition now. The caller must drop those entities from its cache.
+        partition now, or (after a failed write was retried) this very write already landed.
+        The caller drops those entities from its cache; they are reloaded from Redis.
         """
         if not states:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for state in states:
+        # Chunks go out as soon as they are encoded, so Redis runs the scripts of one chunk
+        # while this process encodes the next (each entity is in exactly one chunk).
+        sent = []
+        for start in range(0, len(states), WRITE_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            for state in states[start:start + WRITE_CHUNK]:
                 args: list[bytes | str | int] = []
                 marks = codec.watermark_args(state)
                 args.append(len(marks))
@@ -58,8 +65,14 @@ class EntityStore:
                 await self._write(
                     keys=[keys.entity_state(state.ref.key, state.ref.id)], args=args, client=pipe
                 )
-            results = await pipe.execute()
-        self.round_trips += 1
+            sent.append(asyncio.create_task(pipe.execute()))
+            await asyncio.sleep(0)  # let it reach the socket before encoding the next chunk
+        outcomes = await asyncio.gather(*sent, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the caller retries the whole write; written chunks re-check
+        results = [ok for chunk in outcomes for ok in chunk]  # type: ignore[union-attr]
+        self.round_trips += len(sent)
         refused = []
         for state, ok in zip(states, results, strict=True):
             if ok:
