@@ -37,7 +37,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from processor.domain.backoff import backoff_delay
 from processor.domain.payloads import Delivery
@@ -66,6 +66,9 @@ class LanePolicy:
     backoff_cap_s: float = 60.0
     chunk: int = 500
     spill_at: int = 2000
+    # ... and only once the oldest queued record has waited this long: a backlog a healthy
+    # target is draining stays on the fast live path instead of the one-at-a-time retry path.
+    spill_after_s: float = 5.0
     tick_s: float = 0.1
 
 
@@ -78,6 +81,7 @@ class LaneItem:
     timestamp_ms: int
     transition: Transition
     ack: Callable[[], None]
+    queued_at: float = field(default_factory=time.monotonic)
 
     @property
     def key(self) -> EntityKey:
@@ -148,11 +152,18 @@ class SubscriptionLane:
             self._due.pop(key, None)
 
     def submit(self, item: LaneItem) -> None:
-        """Queue a record (no I/O). Spills to Redis when the queue is longer than policy."""
+        """Queue a record (no I/O). Spills to Redis when the target falls behind (policy)."""
         self._unsettled[id(item)] = item
         self._queue.append(item)
         self._wake.set()
-        if len(self._queue) > self._policy.spill_at and self._spilling is None:
+        self._maybe_spill(time.monotonic())
+
+    def _maybe_spill(self, now: float) -> None:
+        """Park the queue when it is long and its head has waited too long: the target is
+        slower than the stream. Checked on submit and on every retry tick (a stalled target
+        gets no new records once the worker's in-flight budget is spent)."""
+        if (self._spilling is None and len(self._queue) > self._policy.spill_at
+                and now - self._queue[0].queued_at > self._policy.spill_after_s):
             self._spilling = asyncio.create_task(self._spill())
 
     @property
@@ -277,6 +288,7 @@ class SubscriptionLane:
         while True:
             await asyncio.sleep(self._policy.tick_s)
             now = time.monotonic()
+            self._maybe_spill(now)
             for key in list(self._held):
                 if len(self._draining) >= limit:
                     break

@@ -1,0 +1,417 @@
+"""Delivery benchmark through real Kafka, Redis and the kinesalite Kinesis emulator.
+
+    python bench/bench_delivery.py [--transitions 20000] [--entities 5000] [--rate 5000]
+                                   [--seconds 10] [--users 5000] [--redis-db 14]
+
+Uses the services named by the environment (``.run/services.env``) and Redis database
+``--redis-db`` (default 14), which it FLUSHES. Every run uses unique topics and consumer groups.
+The workers run in their own processes (this file with ``--child``), so they do not share a GIL
+with the webhook receiver and the producer, which run in this process. Steps:
+
+1. throughput, webhook: ``--transitions`` Transition records (``--entities`` entities, alternating
+   enter/exit) are produced straight onto the transitions topic, keyed by entity. With one
+   webhook subscription pointing at a local ``WebhookReceiver`` (200 to everything), a
+   ``DeliveryWorker`` process drains the backlog. Rate = transitions / (first dispatch -> the
+   moment the lane's ``delivered`` counter reaches the backlog size; offsets settle sooner,
+   as records the target cannot keep up with are parked in Redis and retried from there); also shown from the receiver's
+   side (first -> last request received).
+2. throughput, Kinesis: the same backlog, a fresh consumer group, one kinesis subscription to a
+   4-shard stream created in kinesalite; same timing. The stream is then read back with
+   GetRecords to check every record arrived.
+3. latency: an ``EventWorker`` and a ``DeliveryWorker`` process run; generic JSON events
+   ``{"user_id", "cart_items", "ts"}`` are produced to the events topic at ``--rate``/s for
+   ``--seconds`` s; each one flips ``FILTER cart_items > 0`` for its user, so each makes one
+   transition and one webhook request. Latency = receiver's receive time (after the body was
+   read) - the event's ``ts`` (wall ms stamped by the producer just before ``send``), read back
+   from the payload's ``data`` (the profile carries the event's fields).
+
+The last line is ``delivery p99 produce->webhook: <ms> ms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+from aiokafka import TopicPartition
+from redis.asyncio import Redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/bench_delivery.py` puts bench/ first, not the root
+
+from processor.domain.transitions import EntityRef, Transition, transition_id  # noqa: E402
+from processor.publishing import (  # noqa: E402
+    publish_attribute_group,
+    publish_segment,
+    publish_subscription,
+)
+from processor.settings import Settings, load_settings  # noqa: E402
+from processor.state.registry import Registry  # noqa: E402
+from processor.streams import kafka  # noqa: E402
+from processor.streams.delivery import DeliveryWorker  # noqa: E402
+from processor.streams.worker import EventWorker  # noqa: E402
+from tests.support.receiver import WebhookReceiver  # noqa: E402
+
+PRODUCE_CHUNK = 5000
+SEGMENT_ID, SEGMENT_SLUG = "seg_bench", "active_cart"
+KINESIS_SHARDS = 4
+COUNTER_GROUP = {
+    "name": "shopper_stats", "version": 1, "is_published": True, "owner": "bench@example.com",
+    "attribute_key": {"name": "user_id"},
+    "attributes": [{"name": "cart_events", "type": "int64", "aggregation": "counter", "events": []}],
+}
+
+
+# -- child processes ----------------------------------------------------------------------
+
+
+class MeasuredDelivery(DeliveryWorker):
+    """Notes the first dispatch and the moment its lanes have delivered ``expect`` records."""
+
+    def __init__(self, settings: Settings, redis: Redis, expect: int, stop: asyncio.Event) -> None:
+        super().__init__(settings, redis)
+        self.expect = expect
+        self.stop_event = stop
+        self.first_dispatch: float | None = None
+        self.done: float | None = None
+        self.offsets: dict[TopicPartition, int] = {}
+
+    async def dispatch(self, batch: Any) -> None:
+        self.first_dispatch = self.first_dispatch or time.time()
+        await super().dispatch(batch)
+
+    async def commit(self) -> None:
+        offsets = self.tracker.committable()
+        if offsets and self._consumer is not None:
+            await self._consumer.commit(offsets)
+            self.tracker.committed(offsets)
+            self.offsets.update(offsets)
+        # Settled includes *parked* in Redis (a lane spills what its target cannot keep up
+        # with), so the end is when every record was really delivered.
+        if self.expect and self.done is None and self.delivered() >= self.expect:
+            self.done = time.time()
+            self.stop_event.set()
+
+    def delivered(self) -> float:
+        return sum(self.metrics.value("signalbox_delivery_delivered_total", sub_id)
+                   for sub_id in self.lanes)
+
+
+async def child(role: str, expect: int) -> None:
+    settings = load_settings()
+    redis = Redis.from_url(settings.redis_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        if role == "worker":
+            await EventWorker(settings, redis).run(stop)
+            return
+        worker = MeasuredDelivery(settings, redis, expect, stop)
+        await worker.run(stop)
+        result = {"first_dispatch": worker.first_dispatch, "done": worker.done,
+                  "settled": sum(worker.offsets.values()), "subs": {}}
+        for sub_id in worker.lanes:
+            result["subs"][sub_id] = {
+                name: worker.metrics.value(f"signalbox_delivery_{name}_total", sub_id)
+                for name in ("delivered", "retried", "parked", "dead_lettered")}
+        print(orjson.dumps(result).decode(), flush=True)
+    finally:
+        await redis.aclose()
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+
+def bench_settings(redis_db: int) -> Settings:
+    base = load_settings(webhook_allow_loopback=True)
+    tag = uuid.uuid4().hex[:8]
+    return base.model_copy(update={
+        "redis_url": base.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
+        "events_topic": f"bench-events-{tag}", "events_dlq_topic": f"bench-dlq-{tag}",
+        "keyed_topic": f"bench-by-key-{tag}",
+        "transitions_topic": f"bench-transitions-{tag}",
+        "interventions_topic": f"bench-interventions-{tag}",
+        "deliveries_dlq_topic": f"bench-deliveries-dlq-{tag}",
+        "worker_group": f"bench-worker-{tag}", "delivery_group": f"bench-delivery-{tag}",
+        "log_level": "WARNING",
+    })
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KINESIS_ENDPOINT_URL")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"SIGNALBOX_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def spawn(role: str, settings: Settings, expect: int = 0) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--child", role, "--expect", str(expect)],
+                            env=settings_env(settings), cwd=ROOT, stdout=subprocess.PIPE)
+
+
+async def finish(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    """Wait for a delivery child to stop by itself (it stops once it delivered ``expect``)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+    if proc.returncode:
+        raise RuntimeError(f"delivery process failed with exit code {proc.returncode}")
+    return orjson.loads(out.splitlines()[-1])
+
+
+async def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(proc.communicate, timeout=30)
+
+
+async def reset_registry(settings: Settings, subscriptions: list[dict[str, Any]],
+                         demo: bool = False) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await redis.flushdb()
+        registry = Registry(redis)
+        if demo:
+            await publish_attribute_group(registry, COUNTER_GROUP)
+            await publish_segment(registry, {"segment_ql": f"FILTER cart_items > 0 ALIAS {SEGMENT_SLUG}"})
+        for doc in subscriptions:
+            await publish_subscription(registry, doc)
+    finally:
+        await redis.aclose()
+
+
+async def produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> float:
+    producer = kafka.producer(settings)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        for i in range(0, len(items), PRODUCE_CHUNK):
+            sends = [await producer.send(topic, v, key=k) for k, v in items[i:i + PRODUCE_CHUNK]]
+            await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+def backlog(count: int, entities: int) -> list[tuple[bytes, bytes]]:
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(count):
+        ref = EntityRef("user_id", f"bench-{i % entities}")
+        kind = "enter" if (i // entities) % 2 == 0 else "exit"
+        t = Transition(transition_id=transition_id(ref, SEGMENT_ID, kind, f"bench/{i}"),
+                       entity=ref, segment_id=SEGMENT_ID, segment_slug=SEGMENT_SLUG, event=kind,
+                       at_ms=now, identifiers={"user_id": ref.id},
+                       profile={"user_id": ref.id, "cart_items": 1 if kind == "enter" else 0,
+                                "ts": now})
+        out.append((str(ref).encode(), t.to_json()))
+    return out
+
+
+def kinesis_client(settings: Settings) -> Any:
+    return boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint_url,
+                        region_name=os.environ.get("AWS_REGION", "us-east-1"))
+
+
+def create_stream(settings: Settings, name: str) -> None:
+    client = kinesis_client(settings)
+    client.create_stream(StreamName=name, ShardCount=KINESIS_SHARDS)
+    for _ in range(200):
+        if client.describe_stream(StreamName=name)["StreamDescription"]["StreamStatus"] == "ACTIVE":
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"kinesis stream {name} never became ACTIVE")
+
+
+def count_stream(settings: Settings, name: str) -> int:
+    client = kinesis_client(settings)
+    shards = client.describe_stream(StreamName=name)["StreamDescription"]["Shards"]
+    total = 0
+    for shard in shards:
+        iterator = client.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"],
+                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            got = client.get_records(ShardIterator=iterator, Limit=10000)
+            total += len(got["Records"])
+            if not got["Records"] or got.get("MillisBehindLatest", 0) == 0:
+                break
+            iterator = got.get("NextShardIterator")
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load avg {one:.2f}/{five:.2f} (1/5 min) on {os.cpu_count()} cores"
+
+
+async def throughput(args: argparse.Namespace) -> None:
+    settings = bench_settings(args.redis_db)
+    await kafka.ensure_topics(settings)
+    items = backlog(args.transitions, args.entities)
+    produced_s = await produce(settings, settings.transitions_topic, items)
+    print(f"backlog: {args.transitions:,} transitions over {args.entities:,} entities produced "
+          f"onto {settings.transitions_topic} ({settings.partitions} partitions) in "
+          f"{produced_s:.1f}s")
+
+    # webhook
+    with WebhookReceiver() as receiver:
+        await reset_registry(settings, [{"id": "bench-webhook", "channel": "webhook",
+                                         "segment_ids": [SEGMENT_ID], "webhook_url": receiver.url}])
+        group = settings.model_copy(update={"delivery_group": settings.delivery_group + "-wh"})
+        res = await finish(spawn("delivery", group, args.transitions), timeout=600)
+        requests = receiver.requests
+    ids = {r.header("webhook-id") for r in requests}
+    seconds = (res["done"] or float("nan")) - (res["first_dispatch"] or float("nan"))
+    stamps = [r.received_at for r in requests]
+    recv_s = max(stamps) - min(stamps) if stamps else float("nan")
+    print(f"webhook: {args.transitions / seconds:>8,.0f} transitions/s  (first dispatch -> "
+          f"all delivered in {seconds:.2f}s; receiver: {len(requests):,} "
+          f"requests, {len(ids):,} distinct webhook-ids, first->last {recv_s:.2f}s = "
+          f"{len(ids) / recv_s:,.0f}/s; lane {res['subs'].get('bench-webhook')})")
+
+    # kinesis
+    stream = f"bench-{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(create_stream, settings, stream)
+    await reset_registry(settings, [{"id": "bench-kinesis", "channel": "kinesis",
+                                     "segment_ids": [SEGMENT_ID], "region": "us-east-1",
+                                     "stream": stream}])
+    group = settings.model_copy(update={"delivery_group": settings.delivery_group + "-kin"})
+    res = await finish(spawn("delivery", group, args.transitions), timeout=600)
+    seconds = (res["done"] or float("nan")) - (res["first_dispatch"] or float("nan"))
+    in_stream = await asyncio.to_thread(count_stream, settings, stream)
+    # kinesalite allows 10 shards per account: leave none behind
+    await asyncio.to_thread(kinesis_client(settings).delete_stream, StreamName=stream)
+    print(f"kinesis: {args.transitions / seconds:>8,.0f} transitions/s  (first dispatch -> "
+          f"all delivered in {seconds:.2f}s; stream {stream} "
+          f"({KINESIS_SHARDS} shards) holds {in_stream:,} records; lane "
+          f"{res['subs'].get('bench-kinesis')})")
+
+
+async def paced_flips(settings: Settings, rate: float, seconds: float, users: int) -> tuple[int, float]:
+    """Produce ``rate``/s flip events for ``seconds``; return (count, seconds taken)."""
+    producer = kafka.producer(settings)
+    await producer.start()
+    total = int(rate * seconds)
+    chunk = max(1, int(rate / 100))  # pace in 10 ms steps
+    started = time.perf_counter()
+    try:
+        for i in range(0, total, chunk):
+            sends = []
+            for n in range(i, min(total, i + chunk)):
+                user = f"lat-{n % users}"
+                value = orjson.dumps({"user_id": user, "cart_items": 1 - (n // users) % 2,
+                                      "ts": int(time.time() * 1000)})
+                sends.append(await producer.send(settings.events_topic, value,
+                                                 key=f"user_id:{user}".encode()))
+            await asyncio.gather(*sends)
+            ahead = started + (i + chunk) / rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    finally:
+        await producer.stop()
+    return total, time.perf_counter() - started
+
+
+async def latency(args: argparse.Namespace) -> float:
+    settings = bench_settings(args.redis_db)
+    await kafka.ensure_topics(settings)
+    with WebhookReceiver() as receiver:
+        await reset_registry(settings, [{"id": "bench-latency", "channel": "webhook",
+                                         "segment_ids": [SEGMENT_SLUG], "webhook_url": receiver.url}],
+                             demo=True)
+        worker, delivery = spawn("worker", settings), spawn("delivery", settings)
+        try:
+            # warm-up: one flip end to end proves both processes are assigned and loaded
+            producer = kafka.producer(settings)
+            await producer.start()
+            await producer.send_and_wait(settings.events_topic, orjson.dumps(
+                {"user_id": "warmup", "cart_items": 1, "ts": int(time.time() * 1000)}),
+                key=b"user_id:warmup")
+            await producer.stop()
+            await asyncio.to_thread(receiver.wait_for, 1, 120.0)
+            receiver.clear()
+            count, produce_s = await paced_flips(settings, args.rate, args.seconds, args.users)
+            produced_at = time.time()
+            deadline = time.monotonic() + max(60.0, 2 * args.seconds)
+            while len(receiver.requests) < count and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            drained_s = time.time() - produced_at
+            requests = receiver.requests
+        finally:
+            await stop_child(delivery)
+            await stop_child(worker)
+    lat, seen = [], set()
+    for r in requests:
+        if r.json is None or r.header("webhook-id") in seen:
+            continue
+        seen.add(r.header("webhook-id"))
+        data = r.json["data"]
+        sent = data.get("ts", data.get("sent_ms"))
+        if sent is not None:
+            lat.append(r.received_at * 1000 - float(sent))
+    p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
+    print(f"latency: {count:,} flip events produced at {count / produce_s:,.0f}/s "
+          f"(target {args.rate:,.0f}/s) over {produce_s:.1f}s to {args.users:,} users; "
+          f"{len(seen):,}/{count:,} transitions received "
+          f"{'within' if len(seen) >= count else 'NOT ALL within'} {drained_s:.1f}s after the "
+          f"last send")
+    print("  measured: webhook receipt time (receiver, after reading the body) - the event's "
+          "'ts' (producer wall ms just before send), read back from the payload's data; one "
+          "EventWorker + one DeliveryWorker process")
+    print(f"  p50 {p50:.1f} ms, p90 {percentile(lat, 0.9):.1f} ms, p99 {p99:.1f} ms, "
+          f"max {max(lat, default=float('nan')):.1f} ms")
+    return p99
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    print(f"machine: {load()}")
+    if args.transitions:
+        await throughput(args)
+    print(f"machine: {load()}")
+    p99 = await latency(args)
+    print(f"machine: {load()}")
+    print(f"delivery p99 produce->webhook: {p99:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transitions", type=int, default=20_000,
+                        help="backlog size for the throughput phases (0 skips them)")
+    parser.add_argument("--entities", type=int, default=5_000, help="entities of the backlog")
+    parser.add_argument("--rate", type=float, default=5_000.0, help="events/s of the latency phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--users", type=int, default=5_000, help="users flipped in the latency phase")
+    parser.add_argument("--redis-db", type=int, default=14, help="flushed at start")
+    parser.add_argument("--child", choices=("worker", "delivery"), help=argparse.SUPPRESS)
+    parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        asyncio.run(child(args.child, args.expect))
+    else:
+        asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
