@@ -145,25 +145,12 @@ async def child(backlog: int, total: int, profile: bool) -> None:
 
 def bench_settings(redis_db: int) -> Settings:
     base = load_settings()
-    tag = uuid.uuid4().hex[:8]
-    return base.model_copy(update={
-        "redis_url": base.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
-        "events_topic": f"bench-events-{tag}", "events_dlq_topic": f"bench-dlq-{tag}",
-        "keyed_topic": f"bench-by-key-{tag}",
-        "transitions_topic": f"bench-transitions-{tag}",
-        "interventions_topic": f"bench-interventions-{tag}",
-        "deliveries_dlq_topic": f"bench-deliveries-dlq-{tag}",
-        "worker_group": f"bench-worker-{tag}", "log_level": "WARNING",
-    })
+    return base.model_copy(update={"log_level": "WARNING"}).isolated(
+        uuid.uuid4().hex[:8], prefix="bench-", redis_db=redis_db)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KINESIS_ENDPOINT_URL")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"SIGNALBOX_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
+    return settings.to_env(dict(os.environ))
 
 
 async def publish(settings: Settings, segments: int) -> None:

@@ -101,6 +101,31 @@ class Settings(BaseSettings):
         return tuple(self.identity_fields.split(","))
 
 
+    def isolated(self, tag: str, *, prefix: str = "", redis_db: int | None = None) -> Settings:
+        """A copy whose topics and consumer groups carry ``tag`` (and, given ``redis_db``,
+        whose Redis database is that one): a run that shares a broker and a Redis with others
+        — tests, benchmarks — sees only its own records and state."""
+        update: dict[str, object] = {
+            name: f"{prefix}{getattr(self, name)}-{tag}"
+            for name in ("events_topic", "events_dlq_topic", "keyed_topic", "transitions_topic",
+                         "interventions_topic", "deliveries_dlq_topic", "worker_group",
+                         "delivery_group")
+        }
+        if redis_db is not None:
+            update["redis_url"] = self.redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+        return self.model_copy(update=update)
+
+    def to_env(self, base: dict[str, str]) -> dict[str, str]:
+        """``base`` plus the SIGNALBOX_ variables that reproduce these settings in a child
+        process; the unprefixed service variables are dropped so they cannot disagree."""
+        env = {k: v for k, v in base.items()
+               if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KINESIS_ENDPOINT_URL")}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[f"SIGNALBOX_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the environment; raise ``ConfigError`` naming each bad variable."""
     try:

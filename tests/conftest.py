@@ -93,35 +93,20 @@ def redis_url(redis_base_url: str) -> Iterator[str]:
 @pytest.fixture
 def settings(kafka_bootstrap: str, redis_url: str, kinesis_endpoint: str) -> Settings:
     """Settings pointing at the real services, with topic and group names unique to this test."""
-    tag = uuid.uuid4().hex[:10]
     return load_settings(
         kafka_bootstrap_servers=kafka_bootstrap,
         redis_url=redis_url,
         kinesis_endpoint_url=kinesis_endpoint,
-        events_topic=f"events-{tag}",
-        events_dlq_topic=f"events.dlq-{tag}",
-        keyed_topic=f"events.by-key-{tag}",
-        transitions_topic=f"transitions-{tag}",
-        interventions_topic=f"interventions-{tag}",
-        deliveries_dlq_topic=f"deliveries.dlq-{tag}",
-        worker_group=f"worker-{tag}",
-        delivery_group=f"delivery-{tag}",
         partitions=2,
         registry_poll_ms=100,
         kafka_session_timeout_ms=6_000,
         webhook_allow_loopback=True,
-    )
+    ).isolated(uuid.uuid4().hex[:10])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment a subprocess (``python -m processor ...``) needs to get ``settings``."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"SIGNALBOX_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    for plain in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "KINESIS_ENDPOINT_URL"):
-        env.pop(plain, None)  # the prefixed ones above win; avoid two sources of truth
-    return env
+    return settings.to_env(dict(os.environ))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
