@@ -13,6 +13,8 @@ sent as ``Authorization: Bearer <t>`` (Signals SDKs), a raw ``Authorization: <t>
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Header, HTTPException, Request, status
 
 from processor.state.apikeys import AccessTokenError, ApiKeyStore, looks_like_jwt
@@ -33,6 +35,12 @@ def presented_token(request: Request) -> str:
             or request.query_params.get("key", "")).strip()
 
 
+# A verified token is trusted for this long without asking Redis again: a revocation takes
+# effect within a second, and a burst of reads costs one lookup, not one per request.
+TOKEN_CACHE_S = 1.0
+_VERIFIED: dict[str, tuple[TokenInfo, float]] = {}
+
+
 async def require_token(request: Request) -> TokenInfo:
     """FastAPI dependency: the caller's token info, or 401 with the reason."""
     token = presented_token(request)
@@ -45,9 +53,17 @@ async def require_token(request: Request) -> TokenInfo:
         except AccessTokenError as exc:
             raise _unauthorized(exc.reason) from None
         return TokenInfo(id=f"apikey:{key.id}", name=key.name, created_ms=key.created_ms)
+    recent = _VERIFIED.get(token)
+    now = time.monotonic()
+    if recent is not None and now - recent[1] < TOKEN_CACHE_S:
+        return recent[0]
     info = await TokenStore(redis).verify(token)
     if info is None:
+        _VERIFIED.pop(token, None)
         raise _unauthorized("invalid API token")
+    if len(_VERIFIED) > 10_000:
+        _VERIFIED.clear()
+    _VERIFIED[token] = (info, now)
     return info
 
 

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from processor.api import auth
 from processor.api.app import create_app
+from processor.api.auth import TOKEN_CACHE_S
 from processor.settings import Settings
 from processor.state.apikeys import ACCESS_TOKEN_TTL_S, ApiKeyStore
 from processor.state.tokens import TokenStore
@@ -109,6 +110,9 @@ def test_missing_wrong_and_revoked_api_tokens(settings: Settings, client: TestCl
     assert client.get(PROTECTED, headers={"Authorization": token}).status_code == 200
     assert client.get(PROTECTED, params={"key": token}).status_code == 200
     run(settings, lambda r: TokenStore(r).revoke(info.id))
+    # Verified tokens are trusted for TOKEN_CACHE_S without a Redis lookup: the revocation
+    # takes effect once that has passed.
+    time.sleep(TOKEN_CACHE_S + 0.1)
     assert client.get(PROTECTED, headers={"Authorization": token}).status_code == 401
 
 
