@@ -346,14 +346,14 @@ class EventWorker:
             await asyncio.gather(*futures)
 
     async def _persist(self, states: list[EntityState], transitions: list[Transition], now: int,
-                       links: list[tuple[tuple[str, str], EntityRef]] = ()) -> None:  # type: ignore[assignment]
+                       links: list[tuple[tuple[str, str], EntityRef]] | None = None) -> None:
         """Links, index and schedule first (idempotent, recomputed on replay), then entities."""
         if not states and not links:
             return
 
         async def stage_index_and_schedule() -> None:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for (name, value), profile in links:
+                for (name, value), profile in links or ():
                     identity.stage_link(pipe, name, value, profile)
                 for t in transitions:
                     members.stage(pipe, t.segment_id, t.entity, t.event == "enter")

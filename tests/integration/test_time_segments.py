@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 USERS = 20
 
 
-async def publish(settings: Settings, *, segments: list[str], groups: list[dict[str, object]] = ()) -> None:  # type: ignore[assignment]
+async def publish(settings: Settings, *, segments: list[str],
+                  groups: tuple[dict[str, object], ...] = ()) -> None:
     redis = Redis.from_url(settings.redis_url)
     try:
         registry = Registry(redis)
@@ -84,7 +85,7 @@ def test_window_decay_exit_without_events(settings: Settings) -> None:
 
     async def scenario() -> list[Transition]:
         await ensure_topics(settings)
-        await publish(settings, groups=[group], segments=["FILTER recent_events >= 2 ALIAS busy"])
+        await publish(settings, groups=(group,), segments=["FILTER recent_events >= 2 ALIAS busy"])
         async with running(lambda stop: run_worker(settings, stop)):
             await wait_loaded(settings)
             now = int(time.time() * 1000)
