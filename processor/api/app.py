@@ -60,10 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = (await EntityStore(app.state.redis).read([ref]))[ref]
         if not state.profile and not state.members:
             raise HTTPException(404, f"no entity {field}={value}")
-        topology = await Registry(app.state.redis).topology()
-        slugs = sorted(
-            s.slug for s in topology.segments if state.members.get(s.id)
-        )
+        segments = await Registry(app.state.redis).all("segments")
+        slugs = sorted(doc["slug_name"] for sid, doc in segments.items() if state.members.get(sid))
         data = state.profile_values() | {"segments": slugs}
         return {"status": 200, "message": "success", "data": data}
 

@@ -14,7 +14,6 @@ The exchange mirrors the Snowplow console endpoint the Signals SDK's "bdp" mode 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -27,6 +26,7 @@ import orjson
 from redis.asyncio import Redis
 
 from processor.state import keys
+from processor.state.tokens import secret_digest
 
 KEY_PREFIX = "sbk_"
 ISSUER = "signalbox"
@@ -53,10 +53,6 @@ def looks_like_jwt(token: str) -> bool:
     return token.startswith("eyJ") and token.count(".") == 2
 
 
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 class ApiKeyStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -65,7 +61,7 @@ class ApiKeyStore:
         """Create a key; return its info (``id`` is the key id) and the key, the only time it exists."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         info = ApiKeyInfo(id=str(uuid.uuid4()), name=name, created_ms=time.time_ns() // 10**6)
-        record = {"id": info.id, "name": name, "created_ms": info.created_ms, "digest": _digest(key)}
+        record = {"id": info.id, "name": name, "created_ms": info.created_ms, "digest": secret_digest(key)}
         await self._redis.hset(keys.API_KEYS, info.id, orjson.dumps(record))
         return info, key
 
@@ -85,7 +81,7 @@ class ApiKeyStore:
         if raw is None:
             return None
         record = orjson.loads(raw)
-        if not hmac.compare_digest(record["digest"], _digest(key)):
+        if not hmac.compare_digest(record["digest"], secret_digest(key)):
             return None
         return _info(record)
 

@@ -22,8 +22,9 @@ class TokenInfo:
     created_ms: int
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def secret_digest(secret: str) -> str:
+    """What is stored of a token or API key: its SHA-256 (they are long random strings)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class TokenStore:
@@ -35,11 +36,11 @@ class TokenStore:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         info = TokenInfo(id=secrets.token_hex(6), name=name, created_ms=time.time_ns() // 10**6)
         record = {"id": info.id, "name": info.name, "created_ms": info.created_ms}
-        await self._redis.hset(keys.API_TOKENS, _digest(token), orjson.dumps(record))
+        await self._redis.hset(keys.API_TOKENS, secret_digest(token), orjson.dumps(record))
         return info, token
 
     async def verify(self, token: str) -> TokenInfo | None:
-        raw = await self._redis.hget(keys.API_TOKENS, _digest(token))
+        raw = await self._redis.hget(keys.API_TOKENS, secret_digest(token))
         if raw is None:
             return None
         return TokenInfo(**orjson.loads(raw))

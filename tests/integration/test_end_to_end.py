@@ -13,22 +13,16 @@ from standardwebhooks.webhooks import Webhook
 from processor.publishing import publish_subscription
 from processor.settings import Settings
 from processor.state.registry import Registry
-from processor.streams.delivery import DeliveryWorker
 from processor.streams.kafka import ensure_topics
-from tests.integration.test_worker import event, publish_demo, run_worker
+from tests.integration.delivery.workload import run_delivery
+from tests.integration.test_worker import event, publish_demo
 from tests.support.kafka_io import produce
 from tests.support.receiver import WebhookReceiver
-from tests.support.running import running, wait_loaded
+from tests.support.running import run_worker, running, wait_loaded
 
 pytestmark = pytest.mark.integration
 
 
-async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        await DeliveryWorker(settings, redis).run(stop)
-    finally:
-        await redis.aclose()
 
 
 def test_enter_and_exit_reach_the_webhook_once(settings: Settings) -> None:

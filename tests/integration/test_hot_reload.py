@@ -19,12 +19,12 @@ from processor.domain import aggregations
 from processor.domain.transitions import EntityRef
 from processor.publishing import publish_attribute_group
 from processor.settings import Settings
-from processor.state.entities import EntityStore
 from processor.state.registry import Registry
 from processor.streams.kafka import ensure_topics
 from processor.streams.worker import EventWorker
 from tests.support.kafka_io import produce
 from tests.support.running import running, wait_loaded
+from tests.support.state import counter
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,7 @@ def counter_group(name: str, published: bool = True) -> dict[str, Any]:
 
 
 async def count_of(settings: Settings, group: str) -> int | None:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        ref = EntityRef("user_id", USER)
-        state = (await EntityStore(redis).read([ref]))[ref]
-    finally:
-        await redis.aclose()
-    stored = state.attributes.get((group, 1, f"{group}_events"))
-    return None if stored is None else int(aggregations.read(COUNTER, stored, 0))
+    return await counter(settings, EntityRef("user_id", USER), group, f"{group}_events")
 
 
 async def publish_and_time(settings: Settings, doc: dict[str, Any]) -> float:

@@ -16,9 +16,8 @@ from processor.settings import Settings
 from processor.state.members import MemberIndex
 from processor.state.registry import Registry
 from processor.streams.kafka import ensure_topics
-from tests.integration.test_worker import run_worker
 from tests.support.kafka_io import produce, read_topic
-from tests.support.running import running, wait_loaded
+from tests.support.running import run_worker, running, wait_loaded
 
 pytestmark = pytest.mark.integration
 

@@ -9,16 +9,15 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from processor.domain import aggregations
 from processor.domain.transitions import EntityRef, Transition
 from processor.publishing import publish_attribute_group, publish_segment
 from processor.settings import Settings
-from processor.state.entities import EntityStore
 from processor.state.registry import Registry
 from processor.streams.kafka import ensure_topics
 from processor.streams.worker import EventWorker
 from tests.support.kafka_io import produce, read_topic
-from tests.support.running import running, wait_loaded
+from tests.support.running import run_worker, running, wait_loaded
+from tests.support.state import counter
 
 pytestmark = pytest.mark.integration
 
@@ -44,25 +43,9 @@ async def publish_demo(settings: Settings) -> None:
 
 
 async def counter_of(settings: Settings, user: str) -> int | None:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        ref = EntityRef("user_id", user)
-        state = (await EntityStore(redis).read([ref]))[ref]
-    finally:
-        await redis.aclose()
-    stored = state.attributes.get(("shopper_stats", 1, "cart_events"))
-    if stored is None:
-        return None
-    spec = aggregations.AggSpec(kind="counter", period_ms=None, ttl_ms=None, time_unit=None)
-    return int(aggregations.read(spec, stored, 0))
+    return await counter(settings, EntityRef("user_id", user), "shopper_stats", "cart_events")
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        await EventWorker(settings, redis).run(stop)
-    finally:
-        await redis.aclose()
 
 
 def test_enter_then_exit_and_dead_letter(settings: Settings) -> None:

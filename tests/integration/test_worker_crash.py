@@ -27,6 +27,7 @@ from tests.conftest import settings_env
 from tests.integration.test_worker import publish_demo
 from tests.support.kafka_io import produce, read_topic
 from tests.support.running import spawn, wait_loaded
+from tests.support.state import entities
 
 pytestmark = pytest.mark.integration
 
@@ -85,12 +86,7 @@ async def produce_paced(settings: Settings, values: list[bytes], keys: list[byte
 
 async def assert_attributes_match_reference(settings: Settings, values: list[bytes]) -> None:
     """Every attribute of every user equals the reference over that user's events."""
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        refs = [EntityRef("user_id", f"crash-{u}") for u in range(USERS)]
-        states = await EntityStore(redis).read(refs)
-    finally:
-        await redis.aclose()
+    states = await entities(settings, [EntityRef("user_id", f"crash-{u}") for u in range(USERS)])
     events: dict[str, list[dict[str, object]]] = {}
     for raw in values:
         doc = orjson.loads(raw)
@@ -106,12 +102,7 @@ async def assert_attributes_match_reference(settings: Settings, values: list[byt
 
 
 async def counters(settings: Settings) -> dict[str, int]:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        refs = [EntityRef("user_id", f"crash-{u}") for u in range(USERS)]
-        states = await EntityStore(redis).read(refs)
-    finally:
-        await redis.aclose()
+    states = await entities(settings, [EntityRef("user_id", f"crash-{u}") for u in range(USERS)])
     out = {}
     for ref, state in states.items():
         stored = state.attributes.get(("shopper_stats", 1, "cart_events"))

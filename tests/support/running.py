@@ -6,15 +6,20 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from redis.asyncio import Redis
 
+from processor.api.app import create_app
 from processor.settings import Settings
 from processor.state.registry import Registry
+from processor.state.tokens import TokenStore
+from processor.streams.worker import EventWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +62,39 @@ def spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[byte
     handle = log.open("ab")
     return subprocess.Popen([sys.executable, "-m", "processor", command], env=env, cwd=ROOT,
                             stdout=handle, stderr=subprocess.STDOUT)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """An in-process EventWorker until ``stop`` (use with ``running``)."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await EventWorker(settings, redis).run(stop)
+    finally:
+        await redis.aclose()
+
+
+async def create_token(settings: Settings, name: str = "test") -> str:
+    """A fresh API token in the test's Redis database."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        return (await TokenStore(redis).create(name))[1]
+    finally:
+        await redis.aclose()
+
+
+@contextlib.contextmanager
+def served(settings: Settings) -> Iterator[str]:
+    """The whole API on a real loopback port (uvicorn in a thread), for clients that need a URL."""
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)

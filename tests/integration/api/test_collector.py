@@ -5,31 +5,25 @@ decodes it (counts it, dead-letters nothing)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from redis.asyncio import Redis
 from snowplow_tracker import Emitter, PageView, SelfDescribing, SelfDescribingJson, Subject, Tracker
 
 from processor.api.app import create_app
 from processor.api.collector import PIXEL
-from processor.domain import aggregations
 from processor.domain.transitions import EntityRef
 from processor.publishing import publish_attribute_group
 from processor.settings import Settings
-from processor.state.entities import EntityStore
 from processor.state.registry import Registry
 from processor.streams.kafka import ensure_topics
-from processor.streams.worker import EventWorker
 from tests.support.kafka_io import read_topic
-from tests.support.running import running, wait_loaded
+from tests.support.running import run_worker, running, served, wait_loaded
+from tests.support.state import counter
 
 pytestmark = pytest.mark.integration
 
@@ -46,23 +40,6 @@ VISITS_GROUP = {
 }
 
 
-@contextlib.contextmanager
-def served(settings: Settings) -> Iterator[str]:
-    """The whole app on a real loopback port (uvicorn in a thread), for clients that need a URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def track_with_official_tracker(url: str, method: str) -> list[str]:
@@ -83,23 +60,9 @@ def track_with_official_tracker(url: str, method: str) -> list[str]:
 
 
 async def count_of(settings: Settings, duid: str, attribute: str) -> int | None:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        ref = EntityRef("domain_userid", duid)
-        state = (await EntityStore(redis).read([ref]))[ref]
-    finally:
-        await redis.aclose()
-    stored = state.attributes.get(("visits", 1, attribute))
-    spec = aggregations.AggSpec(kind="counter", period_ms=None, ttl_ms=None, time_unit=None)
-    return None if stored is None else int(aggregations.read(spec, stored, 0))
+    return await counter(settings, EntityRef("domain_userid", duid), "visits", attribute)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        await EventWorker(settings, redis).run(stop)
-    finally:
-        await redis.aclose()
 
 
 @pytest.mark.parametrize("method", ["post", "get"])

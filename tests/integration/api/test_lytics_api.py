@@ -8,31 +8,24 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from redis.asyncio import Redis
 
 from processor.api.app import create_app
 from processor.domain.events import decode_generic_json
 from processor.settings import Settings
-from processor.state.tokens import TokenStore
 from processor.streams.kafka import ensure_topics
 from tests.support.kafka_io import read_topic
+from tests.support.running import create_token
 
 pytestmark = pytest.mark.integration
 
 HOOK = "https://hooks.example.com/in"
 
 
-async def new_token(settings: Settings) -> str:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        return (await TokenStore(redis).create("lytics-test"))[1]
-    finally:
-        await redis.aclose()
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    token = asyncio.run(new_token(settings))
+    token = asyncio.run(create_token(settings, "lytics-test"))
     with TestClient(create_app(settings), headers={"Authorization": token}) as test_client:
         yield test_client
 
@@ -186,7 +179,7 @@ def test_lytics_endpoints_need_a_token_and_answer_in_the_envelope(settings: Sett
 
 
 def test_lytics_query_key_auth_forms(client: TestClient, settings: Settings) -> None:
-    token = asyncio.run(new_token(settings))
+    token = asyncio.run(create_token(settings, "lytics-test"))
     with TestClient(create_app(settings)) as plain:
         assert plain.get("/api/segment", params={"key": token}).status_code == 200
         assert plain.get("/api/segment", params={"access_token": token}).status_code == 200

@@ -8,60 +8,32 @@ Bounded (few examples per operation) so that the run stays well under a minute.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
-import time
-from collections.abc import Iterator
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
-from redis.asyncio import Redis
 
-from processor.api.app import create_app
 from processor.settings import Settings
-from processor.state.tokens import TokenStore
 from processor.streams.kafka import ensure_topics
+from tests.support.running import create_token, served
 
 pytestmark = pytest.mark.integration
 
 
-async def _token(settings: Settings) -> str:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        return (await TokenStore(redis).create("schemathesis"))[1]
-    finally:
-        await redis.aclose()
 
 
-@contextlib.contextmanager
-def _served(settings: Settings) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def test_no_input_causes_a_server_error(settings: Settings) -> None:
     """Every operation, a few generated cases each (positive and negative data); 5xx are
     collected with a curl line to reproduce, then reported together."""
     asyncio.run(ensure_topics(settings))
-    token = asyncio.run(_token(settings))
+    token = asyncio.run(create_token(settings, "schemathesis"))
     headers = {"Authorization": f"Bearer {token}"}
     failures: list[str] = []
     calls: list[int] = []
-    with _served(settings) as url:
+    with served(settings) as url:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) > 10

@@ -10,7 +10,6 @@ harness here (``signals_api``, ``WorkerThread``, ``snowplow_event``) is shared w
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 import uuid
@@ -23,7 +22,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 from snowplow_signals import (
     Attribute,
@@ -37,10 +35,9 @@ from snowplow_signals import (
     domain_userid,
 )
 
-from processor.api.app import create_app
 from processor.settings import Settings
-from processor.state.tokens import TokenStore
 from processor.streams.worker import EventWorker
+from tests.support.running import create_token, served
 
 pytestmark = pytest.mark.integration
 OWNER = "me@example.com"
@@ -57,42 +54,12 @@ class SignalsApi:
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _token(settings: Settings) -> str:
-    async def create() -> str:
-        redis = Redis.from_url(settings.redis_url)
-        try:
-            return (await TokenStore(redis).create("sdk-test"))[1]
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(create())
-
-
 @contextmanager
 def signals_api(settings: Settings) -> Iterator[SignalsApi]:
-    """Serve ``create_app(settings)`` on a free loopback port for the duration of the block."""
-    port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    token = _token(settings)
-    try:
+    """Serve ``create_app(settings)`` on a loopback port, with a token and an SDK client."""
+    with served(settings) as url:
+        token = asyncio.run(create_token(settings, "sdk-test"))
         yield SignalsApi(url, token, SignalsSandbox(api_url=url, sandbox_token=token))
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 class WorkerThread:
