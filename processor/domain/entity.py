@@ -46,6 +46,10 @@ class EntityState:
         self.watermarks[(topic, partition)] = offset
         self.dirty.add(("wm", (topic, partition)))
 
+    def clear_dirty(self) -> None:
+        """Forget what changed: the state layer has taken it for writing."""
+        self.dirty.clear()
+
     def set_attribute(self, key: tuple[str, int, str], state: Any) -> None:
         self.attributes[key] = state
         self.dirty.add(("a", key))

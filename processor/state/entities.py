@@ -76,7 +76,7 @@ class EntityStore:
         refused = []
         for state, ok in zip(states, results, strict=True):
             if ok:
-                state.dirty.clear()
+                state.clear_dirty()
             else:
                 refused.append(state.ref)
                 log.warning("entity %s: stale watermark, partition now owned elsewhere", state.ref)

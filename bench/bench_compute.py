@@ -1,0 +1,99 @@
+"""Micro-benchmark: the worker's pure per-event work, without Kafka or Redis.
+
+Decodes the engine benchmark's workload (Snowplow enriched JSON, or ``--tsv``), applies every
+event to an in-process cache of entity states with the same topology (5 groups / 24
+attributes, ``--segments`` segments), and encodes each entity's dirty fields as the write
+script takes them. Prints microseconds per event for each step: the CPU the worker spends
+beside Redis and Kafka. Usage:
+
+    python bench/bench_compute.py [--events 50000] [--entities 5000] [--segments 0] [--tsv]
+                                  [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import workload  # noqa: E402
+from processor.domain import engine  # noqa: E402
+from processor.domain.definitions import AttributeGroup  # noqa: E402
+from processor.domain.entity import EntityState  # noqa: E402
+from processor.domain.records import SNOWPLOW_STREAM, RawRecord, decode_record  # noqa: E402
+from processor.domain.segments import SegmentDefinition, segment_id_for  # noqa: E402
+from processor.domain.topology import Topology, compile_topology  # noqa: E402
+from processor.domain.transitions import EntityRef  # noqa: E402
+from processor.state import codec  # noqa: E402
+
+
+def topology(segments: int) -> Topology:
+    groups = [AttributeGroup.model_validate({**g, "version": 1, "is_published": True})
+              for g in workload.attribute_groups()]
+    segs = [SegmentDefinition.model_validate(
+                {**s, "slug_name": f"bench_segment_{i}", "id": segment_id_for(f"bench_segment_{i}")})
+            for i, s in enumerate(workload.segments(segments))]
+    return compile_topology(1, groups, segs, [], [])
+
+
+def run(values: list[bytes], topo: Topology, now: int) -> dict[str, float]:
+    n = len(values)
+    t0 = time.perf_counter()
+    events = [decode_record(RawRecord(v, now, SNOWPLOW_STREAM, None), now_ms=now,
+                            max_bytes=1 << 20) for v in values]
+    t1 = time.perf_counter()
+    cache: dict[EntityRef, EntityState] = {}
+    for offset, event in enumerate(events):
+        for ref in engine.entities_of(event, topo):
+            state = cache.get(ref)
+            if state is None:
+                state = cache[ref] = EntityState(ref)
+            engine.apply_event(state, event, topo, cause=f"events/0/{offset}", now_ms=now)
+            state.advance("events", 0, offset)
+    t2 = time.perf_counter()
+    for state in cache.values():
+        codec.watermark_args(state)
+        codec.dirty_payload(state)
+    t3 = time.perf_counter()
+    return {"decode": (t1 - t0) * 1e6 / n, "apply": (t2 - t1) * 1e6 / n,
+            "encode": (t3 - t2) * 1e6 / n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--entities", type=int, default=5_000)
+    parser.add_argument("--segments", type=int, default=0)
+    parser.add_argument("--tsv", action="store_true", help="enriched TSV instead of JSON")
+    parser.add_argument("--profile", action="store_true", help="cProfile, top 30 by own time")
+    args = parser.parse_args()
+    now = int(time.time() * 1000)
+    values, _ = workload.events(args.events, args.entities, now_ms=now)
+    if args.tsv:
+        values = [workload.to_tsv(v) for v in values]
+    topo = topology(args.segments)
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+    best: dict[str, float] = {}
+    for _ in range(1 if args.profile else 3):
+        for step, us in run(values, topo, now).items():
+            best[step] = min(best.get(step, us), us)
+    if args.profile:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    total = sum(best.values())
+    print(f"{args.events:,} events over {args.entities:,} entities, {args.segments} segments, "
+          f"{'TSV' if args.tsv else 'JSON'}; best of runs, microseconds per event:")
+    print("  " + "  ".join(f"{step} {us:.1f}" for step, us in best.items())
+          + f"  total {total:.1f} (= {1e6 / total:,.0f} events/s of pure compute)")
+
+
+if __name__ == "__main__":
+    main()
