@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
 TransitionKind = Literal["enter", "exit"]
 
 
-@dataclass(frozen=True, slots=True)
-class EntityRef:
-    """An entity is one value of one attribute key, e.g. ``domain_userid=abc``."""
+class EntityRef(NamedTuple):
+    """An entity is one value of one attribute key, e.g. ``domain_userid=abc``.
+
+    A named tuple rather than a frozen dataclass: refs key every per-entity dict of the worker
+    (several lookups per event), and a tuple hashes and compares in C (~3x faster)."""
 
     key: str
     id: str

@@ -110,6 +110,13 @@ async def counters(settings: Settings) -> dict[str, int]:
     return out
 
 
+async def wait_for_progress(settings: Settings, above: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while sum((await counters(settings)).values()) <= above:
+        assert time.monotonic() < deadline, f"no event applied past {above} in {timeout}s"
+        await asyncio.sleep(0.05)
+
+
 def test_sigkill_mid_stream_keeps_counters_and_transitions_exact(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -132,7 +139,11 @@ def test_sigkill_mid_stream_keeps_counters_and_transitions_exact(
             producing = asyncio.create_task(produce_paced(settings, values, keys))
             for _ in range(KILLS):
                 await wait_loaded(settings, timeout=60, pid=worker.pid)
-                await asyncio.sleep(rng.uniform(0.2, 0.8))
+                # Kill only once this worker has applied something, so kills land mid-stream
+                # even when a loaded machine makes the group join slow.
+                before = progress_at_kills[-1] if progress_at_kills else 0
+                await wait_for_progress(settings, above=before, timeout=60)
+                await asyncio.sleep(rng.uniform(0.0, 0.5))
                 progress_at_kills.append(sum((await counters(settings)).values()))
                 os.kill(worker.pid, signal.SIGKILL)
                 worker.wait()

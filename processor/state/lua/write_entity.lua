@@ -1,37 +1,51 @@
--- Atomically write one entity's changed fields together with its offset watermarks.
--- KEYS[1]  the entity state hash
--- ARGV[1]  n = number of watermark pairs that follow
--- ARGV[2 .. 1+2n]  watermark field, offset  (pairs)
--- ARGV[2+2n]       JSON object {field: value}: the changed fields (a JSON null deletes the
---                  field). One argument instead of a pair per field: packing arguments is what
---                  the client spends its time on, decoding one JSON document is cheap here.
--- Returns 1 when written, 0 when a stored watermark is already at or past a new one: the
--- caller is a fenced-off former owner of the partition and must drop its cached state.
-local n = tonumber(ARGV[1])
-for i = 0, n - 1 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[2 + 2 * i])
-  if cur and tonumber(cur) >= tonumber(ARGV[3 + 2 * i]) then
-    return 0
+-- Atomically write the changed fields of several entities, each with its offset watermarks.
+-- KEYS[i]  the state hash of entity i
+-- ARGV, for each entity in KEYS order:
+--   n                       the number of watermark pairs that follow
+--   field, offset (n times) the watermarks this write advances
+--   JSON object             {field: value}: the changed fields (a JSON null deletes the field).
+--                           One argument instead of a pair per field: packing arguments is what
+--                           the client spends its time on, decoding one JSON document is cheap here.
+-- An entity whose stored watermark is already at or past a new one is left untouched: the
+-- writer is a fenced-off former owner of the partition (or its retried write landed before).
+-- Returns the 1-based positions of those refused entities.
+local refused = {}
+local at = 1
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[at])
+  local first = at + 1
+  local payload = ARGV[first + 2 * n]
+  at = first + 2 * n + 1
+  local fresh = true
+  for j = first, first + 2 * n - 2, 2 do
+    local cur = redis.call('HGET', key, ARGV[j])
+    if cur and tonumber(cur) >= tonumber(ARGV[j + 1]) then
+      fresh = false
+      break
+    end
   end
-end
-local sets = {}
-for i = 2, 1 + 2 * n do
-  sets[#sets + 1] = ARGV[i]
-end
-local changed = cjson.decode(ARGV[2 + 2 * n])
-local deletes = {}
-for field, value in pairs(changed) do
-  if value == cjson.null then
-    deletes[#deletes + 1] = field
+  if fresh then
+    local sets = {}
+    for j = first, first + 2 * n - 1 do
+      sets[#sets + 1] = ARGV[j]
+    end
+    local deletes = {}
+    for field, value in pairs(cjson.decode(payload)) do
+      if value == cjson.null then
+        deletes[#deletes + 1] = field
+      else
+        sets[#sets + 1] = field
+        sets[#sets + 1] = value
+      end
+    end
+    if #deletes > 0 then
+      redis.call('HDEL', key, unpack(deletes))
+    end
+    if #sets > 0 then
+      redis.call('HSET', key, unpack(sets))
+    end
   else
-    sets[#sets + 1] = field
-    sets[#sets + 1] = value
+    refused[#refused + 1] = i
   end
 end
-if #deletes > 0 then
-  redis.call('HDEL', KEYS[1], unpack(deletes))
-end
-if #sets > 0 then
-  redis.call('HSET', KEYS[1], unpack(sets))
-end
-return 1
+return refused
