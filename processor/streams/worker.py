@@ -261,13 +261,6 @@ class EventWorker:
         self._count(result)
         return write, {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
 
-    async def process(self, batch: dict[TopicPartition, list[Record]]) -> dict[TopicPartition, int]:
-        """Apply one batch and write it, without overlap; return the offsets to commit."""
-        await self.settle()
-        write, offsets = await self.apply_batch(batch)
-        await self._write(write)
-        return offsets
-
     async def _write_behind(self, batch: dict[TopicPartition, list[Record]], write: PendingWrite,
                             offsets: dict[TopicPartition, int]) -> None:
         """Start this batch's write once the previous one is done and committed."""
