@@ -32,6 +32,12 @@ class DateMath:
     amount: int
     unit: str
 
+    @property
+    def fixed_ms(self) -> int | None:
+        """The signed offset in ms for fixed units (``w d h m s``); None for months and years."""
+        unit_ms = _UNIT_MS.get(self.unit)
+        return None if unit_ms is None else self.amount * unit_ms
+
     def apply(self, anchor_ms: int) -> int | None:
         """The instant ``anchor ± offset`` in epoch ms, or None if outside years 1..9999."""
         if self.unit in _UNIT_MS:
@@ -78,19 +84,42 @@ def from_datetime(dt: datetime) -> int:
 
 
 def add_months(ms: int, months: int) -> int | None:
-    """Go ``AddDate(0, months, 0)``: keep day-of-month and overflow into the next month."""
-    dt = to_datetime(ms)
-    if dt is None:
+    """Go ``AddDate(0, months, 0)``: keep day-of-month and overflow into the next month.
+
+    Integer calendar arithmetic (no datetime objects): boundary search calls this often.
+    """
+    if not MIN_MS <= ms <= MAX_MS:
         return None
-    total = dt.year * 12 + (dt.month - 1) + months
-    year, month = divmod(total, 12)
+    days, ms_of_day = divmod(ms, _DAY_MS)
+    year, month, day = _civil_from_days(days)
+    year, month0 = divmod(year * 12 + (month - 1) + months, 12)
     if not 1 <= year <= 9999:
         return None
-    first = dt.replace(year=year, month=month + 1, day=1)
-    try:
-        return from_datetime(first + timedelta(days=dt.day - 1))
-    except OverflowError:
-        return None
+    result = _days_from_civil(year, month0 + 1, 1) + day - 1  # Mar 3 for "Feb 31"
+    return None if result > _LAST_DAY else result * _DAY_MS + ms_of_day
+
+
+_DAY_MS = 86_400_000
+_LAST_DAY = MAX_MS // _DAY_MS  # 9999-12-31, days since the epoch
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era, yoe = divmod(year, 400)
+    doy = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    return era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
+
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of a day count since 1970-01-01; inverse of :func:`_days_from_civil`."""
+    era, doe = divmod(days + 719_468, 146_097)
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
 
 
 _US_FORMATS = ("%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d", "%Y/%m/%d %H:%M:%S")

@@ -14,7 +14,7 @@ differ from plain three-valued logic live here:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from . import operators
@@ -34,14 +34,12 @@ from .ast import (
     Not,
     Statement,
 )
+from .compiler import IncludeResolver, compiled
 from .functions import FUNCTIONS
 from .registry import CallContext
 from .values import MISSING, NOT_OK, lookup, to_number
 
-#: ``resolve_include(target)`` answers whether the profile is in segment ``target`` (id or
-#: slug): True/False, None when that segment's own evaluation was not-ok; it raises
-#: ``LookupError`` when no such segment exists.
-IncludeResolver = Callable[[str], "bool | None"]
+__all__ = ["Evaluator", "IncludeResolver", "evaluate"]
 
 
 class _IncludeNotOk:
@@ -52,7 +50,11 @@ _INCLUDE_NOT_OK = _IncludeNotOk()
 
 
 class Evaluator:
-    """One evaluation of one expression over one profile at one instant."""
+    """One evaluation of one expression over one profile at one instant, walking the tree.
+
+    The reference statement of the semantics: :func:`evaluate` runs the compiled form
+    (``compiler.py``), which the tests check against this class on random trees and profiles.
+    """
 
     def __init__(
         self,
@@ -210,7 +212,7 @@ def evaluate(
     """Whether ``profile`` matches ``target`` at ``now_ms`` (epoch milliseconds).
 
     Pure and deterministic: the clock is an argument, includes are answered by the caller
-    (which also owns cycle detection). Never raises for any profile content.
+    (which also owns cycle detection). Never raises for any profile content. The target is
+    compiled on first use and the compiled form kept for as long as the target lives.
     """
-    expr = target.expr if isinstance(target, Statement) else target
-    return Evaluator(profile, now_ms, resolve_include).value(expr) is True
+    return compiled(target)(profile, now_ms, resolve_include) is True

@@ -178,12 +178,13 @@ def _array_index(args: list[Any], _: CallContext) -> Any:
 
 def _array_slice(args: list[Any], _: CallContext) -> Any:
     seq = args[0]
-    bounds = [to_number(a) for a in args[1:]]
-    if not isinstance(seq, list | tuple) or not all(isinstance(b, int) for b in bounds):
+    numbers = [to_number(a) for a in args[1:]]
+    bounds = [b for b in numbers if isinstance(b, int)]
+    if not isinstance(seq, list | tuple) or len(bounds) != len(numbers):
         return NOT_OK
     start = bounds[0]
     stop = bounds[1] if len(bounds) > 1 else None
-    return list(seq[start:stop])  # type: ignore[misc]
+    return list(seq[start:stop])
 
 
 def _geodistance(args: list[Any], _: CallContext) -> Any:

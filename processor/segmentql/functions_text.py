@@ -29,10 +29,13 @@ def _text_fn(fn: Callable[..., Any], arity: int = 1) -> Callable[[list[Any], Cal
 
 
 def _substr(text: str, start: Any, end: Any = None) -> str | None:
-    begin, stop = to_number(start), (None if end is None else to_number(end))
-    if not isinstance(begin, int) or (end is not None and not isinstance(stop, int)):
+    begin = to_number(start)
+    if not isinstance(begin, int):
         return None
-    return text[begin:stop]
+    if end is None:
+        return text[begin:]
+    stop = to_number(end)
+    return text[begin:stop] if isinstance(stop, int) else None
 
 
 def _split(text: str, sep: str) -> list[str]:

@@ -5,10 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from processor.segmentql import evaluate, next_boundary, parse, uses_time
+from processor.segmentql.boundaries import (
+    Clock,
+    bisect_flip,
+    calendar_flip,
+    first_flip,
+    linear_flip,
+)
+from processor.segmentql.datemath import MAX_MS, MIN_MS, DateMath
 
 T0 = 1_767_312_000_000  # 2026-01-02T00:00:00Z
 DAY = 86_400_000
@@ -139,3 +147,55 @@ def test_boundary_is_exactly_where_truth_flips(
     if unit not in "My":
         assert evaluate(stmt, profile, now_ms=bt) != before
         assert evaluate(stmt, profile, now_ms=bt - 1) == before
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    op=st.sampled_from([">", ">=", "<", "<="]),
+    ct=st.integers(-(10**15), 10**15) | st.sampled_from([0, 999, 1000, -1, -1000, MAX_MS, MIN_MS]),
+    offset=st.integers(-(1000 * 366 * DAY), 1000 * 366 * DAY) | st.sampled_from([0, 1000, -1]),
+    now=st.integers(-(10**13), 10**14) | st.integers(MAX_MS - 10**10, MAX_MS + 10),
+)
+def test_direct_flip_equals_bisection(op: str, ct: int, offset: int, now: int) -> None:
+    """The solved flip for fixed-unit date math is the instant the bisection would find."""
+
+    def rel(t: int) -> int:  # Clock.at for any offset, not only whole units
+        result = t + offset
+        if MIN_MS <= result <= MAX_MS:
+            return result
+        return MAX_MS if offset > 0 or t > 0 else -MAX_MS
+
+    assume(now + offset >= MIN_MS)
+    assert linear_flip(op, ct, offset, now) == bisect_flip(op, ct, rel, now)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    op=st.sampled_from([">", ">=", "<", "<="]),
+    amount=st.integers(-5000, 5000),
+    unit=st.sampled_from(["s", "m", "h", "d", "w"]),
+    ct=st.integers(-(10**14), 10**14),
+    now=st.integers(-(10**13), 10**14),
+)
+def test_first_flip_matches_bisection_over_date_math(
+    op: str, amount: int, unit: str, ct: int, now: int
+) -> None:
+    datemath = DateMath(amount, unit)
+    clock = Clock(datemath, datemath.fixed_ms)
+    assert first_flip(op, ct, clock, now) == bisect_flip(op, ct, clock.at, now)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    op=st.sampled_from([">", ">=", "<", "<="]),
+    amount=st.integers(-30, 30) | st.integers(-1000, 1000),
+    unit=st.sampled_from(["M", "y"]),
+    ct=st.integers(-(10**14), 10**14) | st.integers(MAX_MS - 10**11, MAX_MS),
+    now=st.integers(-(10**13), 10**14) | st.integers(MIN_MS, MIN_MS + 10**11)
+    | st.integers(MAX_MS - 10**11, MAX_MS + 10),
+)
+def test_calendar_flip_matches_bisection(op: str, amount: int, unit: str, ct: int, now: int) -> None:
+    """Month/year date math is not monotone at month ends; the result is still the bisection's."""
+    datemath = DateMath(amount, unit)
+    clock = Clock(datemath, datemath.fixed_ms)
+    assert calendar_flip(op, ct, datemath, now) == bisect_flip(op, ct, clock.at, now)
