@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 RUN := .run
 
-.PHONY: help venv node-sdk services up down demo test test-unit bench lint clean
+.PHONY: help venv node-sdk services up down demo test test-unit bench bench-delivery lint clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,9 @@ test-unit: venv ## the fast tests only (no services)
 
 bench: services ## throughput / latency benchmark through real Kafka and Redis
 	set -a; source $(RUN)/services.env; set +a; $(PY) bench/bench_engine.py
+
+bench-delivery: services ## webhook and Kinesis delivery: transitions/s, produce->webhook p50/p99
+	set -a; source $(RUN)/services.env; set +a; $(PY) bench/bench_delivery.py
 
 lint: venv
 	.venv/bin/ruff check processor tests

@@ -39,7 +39,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import orjson
@@ -84,10 +84,13 @@ class MeasuredDelivery(DeliveryWorker):
         self.stop_event = stop
         self.first_dispatch: float | None = None
         self.done: float | None = None
+        self.cpu_first: float | None = None  # process CPU seconds at first dispatch / done
+        self.cpu_done: float | None = None
         self.offsets: dict[TopicPartition, int] = {}
 
     async def dispatch(self, batch: Any) -> None:
-        self.first_dispatch = self.first_dispatch or time.time()
+        if self.first_dispatch is None:
+            self.first_dispatch, self.cpu_first = time.time(), time.process_time()
         await super().dispatch(batch)
 
     async def commit(self) -> None:
@@ -99,7 +102,7 @@ class MeasuredDelivery(DeliveryWorker):
         # Settled includes *parked* in Redis (a lane spills what its target cannot keep up
         # with), so the end is when every record was really delivered.
         if self.expect and self.done is None and self.delivered() >= self.expect:
-            self.done = time.time()
+            self.done, self.cpu_done = time.time(), time.process_time()
             self.stop_event.set()
 
     def delivered(self) -> float:
@@ -120,7 +123,9 @@ async def child(role: str, expect: int) -> None:
             return
         worker = MeasuredDelivery(settings, redis, expect, stop)
         await worker.run(stop)
-        result = {"first_dispatch": worker.first_dispatch, "done": worker.done,
+        cpu = (worker.cpu_done - worker.cpu_first
+               if worker.cpu_done is not None and worker.cpu_first is not None else None)
+        result = {"first_dispatch": worker.first_dispatch, "done": worker.done, "cpu_s": cpu,
                   "settled": sum(worker.offsets.values()), "subs": {}}
         for sub_id in worker.lanes:
             result["subs"][sub_id] = {
@@ -247,6 +252,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def cpu_line(res: dict[str, Any], transitions: int) -> str:
+    """The delivery process's own CPU per transition: unlike the rate, it hardly depends on
+    what else the machine runs, so it says what one free core would sustain."""
+    if not res.get("cpu_s"):
+        return "  delivery process CPU: not measured"
+    per = res["cpu_s"] / transitions
+    return (f"  delivery process CPU: {per * 1e6:,.0f} us/transition "
+            f"(one free core: ~{1 / per:,.0f} transitions/s)")
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load avg {one:.2f}/{five:.2f} (1/5 min) on {os.cpu_count()} cores"
@@ -276,6 +291,7 @@ async def throughput(args: argparse.Namespace) -> None:
           f"all delivered in {seconds:.2f}s; receiver: {len(requests):,} "
           f"requests, {len(ids):,} distinct webhook-ids, first->last {recv_s:.2f}s = "
           f"{len(ids) / recv_s:,.0f}/s; lane {res['subs'].get('bench-webhook')})")
+    print(cpu_line(res, args.transitions))
 
     # kinesis
     stream = f"bench-{uuid.uuid4().hex[:8]}"
@@ -293,6 +309,7 @@ async def throughput(args: argparse.Namespace) -> None:
           f"all delivered in {seconds:.2f}s; stream {stream} "
           f"({KINESIS_SHARDS} shards) holds {in_stream:,} records; lane "
           f"{res['subs'].get('bench-kinesis')})")
+    print(cpu_line(res, args.transitions))
 
 
 async def paced_flips(settings: Settings, rate: float, seconds: float, users: int) -> tuple[int, float]:
@@ -320,6 +337,77 @@ async def paced_flips(settings: Settings, rate: float, seconds: float, users: in
     return total, time.perf_counter() - started
 
 
+async def paced_transitions(settings: Settings, rate: float, seconds: float,
+                            entities: int) -> tuple[int, float]:
+    """Produce ``rate``/s transitions straight onto the transitions topic, each stamped with
+    its produce time (profile ``ts``); return (count, seconds taken)."""
+    producer = kafka.producer(settings)
+    await producer.start()
+    total = int(rate * seconds)
+    chunk = max(1, int(rate / 100))  # pace in 10 ms steps
+    started = time.perf_counter()
+    try:
+        for i in range(0, total, chunk):
+            sends = []
+            for n in range(i, min(total, i + chunk)):
+                ref = EntityRef("user_id", f"hop-{n % entities}")
+                kind: Literal["enter", "exit"] = "enter" if (n // entities) % 2 == 0 else "exit"
+                now = int(time.time() * 1000)
+                t = Transition(transition_id=transition_id(ref, SEGMENT_ID, kind, f"hop/{n}"),
+                               entity=ref, segment_id=SEGMENT_ID, segment_slug=SEGMENT_SLUG,
+                               event=kind, at_ms=now, identifiers={"user_id": ref.id},
+                               profile={"user_id": ref.id, "ts": now})
+                sends.append(await producer.send(settings.transitions_topic, t.to_json(),
+                                                 key=str(ref).encode()))
+            await asyncio.gather(*sends)
+            ahead = started + (i + chunk) / rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    finally:
+        await producer.stop()
+    return total, time.perf_counter() - started
+
+
+async def delivery_latency(args: argparse.Namespace) -> None:
+    """The delivery worker alone: transitions produced at ``--rate``/s onto its topic ->
+    webhook receipt, so the figure is not bounded by the event worker."""
+    settings = bench_settings(args.redis_db)
+    await kafka.ensure_topics(settings)
+    with WebhookReceiver() as receiver:
+        await reset_registry(settings, [{"id": "bench-hop", "channel": "webhook",
+                                         "segment_ids": [SEGMENT_ID], "webhook_url": receiver.url}])
+        delivery = spawn("delivery", settings)
+        try:
+            producer = kafka.producer(settings)  # warm-up: proves the worker is assigned
+            await producer.start()
+            warm = Transition(transition_id="warmup", entity=EntityRef("user_id", "warmup"),
+                              segment_id=SEGMENT_ID, segment_slug=SEGMENT_SLUG, event="enter",
+                              at_ms=int(time.time() * 1000))
+            await producer.send_and_wait(settings.transitions_topic, warm.to_json(), key=b"w")
+            await producer.stop()
+            await asyncio.to_thread(receiver.wait_for, 1, 120.0)
+            receiver.clear()
+            count, produce_s = await paced_transitions(settings, args.rate, args.seconds,
+                                                       args.users)
+            deadline = time.monotonic() + max(60.0, 2 * args.seconds)
+            while receiver.count < count and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            requests = receiver.requests
+        finally:
+            await stop_child(delivery)
+    lat, seen = [], set()
+    for r in requests:
+        if r.json is None or r.header("webhook-id") in seen:
+            continue
+        seen.add(r.header("webhook-id"))
+        lat.append(r.received_at * 1000 - float(r.json["data"]["ts"]))
+    print(f"delivery alone: {count:,} transitions produced at {count / produce_s:,.0f}/s "
+          f"(target {args.rate:,.0f}/s) straight onto the transitions topic; {len(seen):,} "
+          f"received; produce->webhook receipt p50 {percentile(lat, 0.5):.1f} ms, p90 "
+          f"{percentile(lat, 0.9):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, max "
+          f"{max(lat, default=float('nan')):.1f} ms")
+
+
 async def latency(args: argparse.Namespace) -> float:
     settings = bench_settings(args.redis_db)
     await kafka.ensure_topics(settings)
@@ -341,7 +429,7 @@ async def latency(args: argparse.Namespace) -> float:
             count, produce_s = await paced_flips(settings, args.rate, args.seconds, args.users)
             produced_at = time.time()
             deadline = time.monotonic() + max(60.0, 2 * args.seconds)
-            while len(receiver.requests) < count and time.monotonic() < deadline:
+            while receiver.count < count and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             drained_s = time.time() - produced_at
             requests = receiver.requests
@@ -368,6 +456,7 @@ async def latency(args: argparse.Namespace) -> float:
           "EventWorker + one DeliveryWorker process")
     print(f"  p50 {p50:.1f} ms, p90 {percentile(lat, 0.9):.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(lat, default=float('nan')):.1f} ms")
+
     return p99
 
 
@@ -375,6 +464,10 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"machine: {load()}")
     if args.transitions:
         await throughput(args)
+    if args.rate <= 0:
+        return
+    print(f"machine: {load()}")
+    await delivery_latency(args)
     print(f"machine: {load()}")
     p99 = await latency(args)
     print(f"machine: {load()}")
@@ -386,7 +479,8 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=20_000,
                         help="backlog size for the throughput phases (0 skips them)")
     parser.add_argument("--entities", type=int, default=5_000, help="entities of the backlog")
-    parser.add_argument("--rate", type=float, default=5_000.0, help="events/s of the latency phase")
+    parser.add_argument("--rate", type=float, default=5_000.0,
+                        help="events/s of the latency phases (0 skips them)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
     parser.add_argument("--users", type=int, default=5_000, help="users flipped in the latency phase")
     parser.add_argument("--redis-db", type=int, default=14, help="flushed at start")
@@ -394,7 +488,19 @@ def main() -> None:
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child(args.child, args.expect))
+        profile_to = os.environ.get("BENCH_PROFILE_DIR")
+        if profile_to:  # CPU profile of each child, e.g. for `python -m pstats`
+            import cProfile
+
+            profiler = cProfile.Profile(time.process_time)
+            profiler.enable()
+            try:
+                asyncio.run(child(args.child, args.expect))
+            finally:
+                profiler.disable()
+                profiler.dump_stats(f"{profile_to}/{args.child}-{os.getpid()}.prof")
+        else:
+            asyncio.run(child(args.child, args.expect))
     else:
         asyncio.run(main_async(args))
 

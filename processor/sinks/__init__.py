@@ -1,4 +1,5 @@
-"""Delivery adapters: webhook (httpx), Kinesis (boto3) and Kafka (aiokafka) sinks.
+"""Delivery adapters: webhook (``http1``, a small asyncio HTTP/1.1 client), Kinesis (boto3) and
+Kafka (aiokafka) sinks.
 
 They turn ``processor.domain.payloads.Delivery`` records into network calls; what is sent is
 decided by the pure ``processor.domain.payloads`` module.

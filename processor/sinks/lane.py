@@ -1,6 +1,6 @@
 """``SubscriptionLane``: one subscription's own path to its target, isolated from the others.
 
-Each subscription gets a lane: its own sinks (webhook lanes share one httpx connection pool),
+Each subscription gets a lane: its own sinks (webhook lanes share one keep-alive connection pool),
 its own queue, its own retry state. A slow or failing target fills only its own lane.
 
 A record handed to ``submit`` is *settled* (its ``ack`` called exactly once) when it is
@@ -10,18 +10,27 @@ one; it may deliver one twice, with the same delivery id.
 
 How a record travels:
 
-1. *Live*: records are taken from the queue in chunks and flushed through the live sink, which
-   retries in place only briefly (``LanePolicy.in_place_*``). Delivered -> ack. Dead (a
-   non-retriable answer) -> dead-letter, ack. ``retry`` -> park, ack.
+1. *Live*: the lane has one or more live sinks ("slots"), each with its own task. A slot
+   takes up to ``chunk`` records from the queue as soon as they arrive (no batching wait) and
+   flushes them; the sink retries in place only briefly (``LanePolicy.in_place_*``). Delivered
+   -> ack. Dead (a non-retriable answer) -> dead-letter, ack. ``retry`` -> park, ack. An entity
+   is in flight in one slot at a time: its later records wait until that flush is settled, so
+   per-entity order holds while other entities go out concurrently. Webhook lanes run many
+   slots of one record each (one POST per transition, many connections); Kinesis and Kafka
+   lanes one slot of up to ``chunk`` records (one PutRecords / produce batch).
 2. *Parked*: once an entity has a parked record, its later records for this subscription are
    parked behind it (never sent live), so per-entity order holds. Parked records of an entity
    are retried in offset order, one at a time, after ``backoff_delay`` (or the target's
    ``Retry-After``), and never while a live record of that entity is in flight. Entities drain
    independently (a pool of retry sinks), so one stalled request holds up only its entity. After
    ``max_attempts`` or ``retry_budget_s`` -> dead-letter with the reason.
-3. *Spill*: when the queue grows past ``spill_at`` (the target is slower than the stream), the
-   queued records are parked at once, so the worker keeps committing and consuming for every
-   other subscription.
+3. *Spill*: when the queue grows past ``spill_at``, its head has waited ``spill_after_s`` and
+   the lane settled fewer than ``spill_at`` records in the last ``spill_after_s`` (the target
+   is stalled or far slower than the stream), the queued records are parked at once, so the
+   worker keeps committing and consuming for every other subscription. A healthy target that
+   is draining a backlog is not spilled: the parked path sends one record per entity at a time
+   and would only slow it down. The worker also spills the longest queue (``spill``) when its
+   in-flight limit is reached.
 
 Parked records live per (subscription, partition); the lane retries those of the partitions
 ``assign``-ed to this worker. ``close(drop_parked=True)`` (subscription deleted) stops at once and
@@ -35,8 +44,8 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from processor.domain.backoff import backoff_delay
@@ -66,8 +75,9 @@ class LanePolicy:
     backoff_cap_s: float = 60.0
     chunk: int = 500
     spill_at: int = 2000
-    # ... and only once the oldest queued record has waited this long: a backlog a healthy
-    # target is draining stays on the fast live path instead of the one-at-a-time retry path.
+    # ... and only once the oldest queued record has waited this long and the lane settled
+    # fewer than ``spill_at`` records in that time: a backlog a healthy target is draining
+    # stays on the fast live path instead of the one-at-a-time retry path.
     spill_after_s: float = 5.0
     tick_s: float = 0.1
 
@@ -93,15 +103,17 @@ class SubscriptionLane:
     ``park_retriable=True``; each ``retry`` sink makes one attempt per flush, and as many
     entities drain at once as there are retry sinks."""
 
-    def __init__(self, subscription: Subscription, *, live: Sink, retry: list[Sink],
-                 parks: ParkStore,
+    def __init__(self, subscription: Subscription, *, live: Sink | Sequence[Sink],
+                 retry: list[Sink], parks: ParkStore,
                  dead_letter: DeadLetter, metrics: DeliveryMetrics, policy: LanePolicy,
-                 rng: random.Random | None = None,
+                 rng: random.Random | None = None, chunk: int | None = None,
                  wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.subscription = subscription
-        if not retry:
-            raise ValueError("a lane needs at least one retry sink")
-        self._live, self._retry_sinks = live, retry
+        live_sinks = [live] if isinstance(live, Sink) else list(live)
+        if not retry or not live_sinks:
+            raise ValueError("a lane needs at least one live and one retry sink")
+        self._live_sinks, self._retry_sinks = live_sinks, retry
+        self._chunk = max(1, chunk or policy.chunk)
         self._retry_pool: asyncio.Queue[Sink] = asyncio.Queue()
         self._draining: set[EntityKey] = set()
         self._drains: set[asyncio.Task[None]] = set()
@@ -112,28 +124,37 @@ class SubscriptionLane:
         self._rng = rng or random.Random()
         self._wall_ms = wall_ms
         self._queue: deque[LaneItem] = deque()
-        self._wake = asyncio.Event()
-        self._inflight: Counter[EntityKey] = Counter()
-        self._inflight_items: list[LaneItem] = []
+        self._idle: deque[asyncio.Future[None]] = deque()  # slots waiting for records
+        self._inflight: dict[EntityKey, int] = {}
+        self._inflight_items: dict[int, LaneItem] = {}
+        self._blocked: dict[EntityKey, deque[LaneItem]] = {}  # wait for their entity's flush
+        self._m_delivered = metrics.delivered.labels(subscription.id)
+        self._m_retried = metrics.retried.labels(subscription.id)
         self._held: dict[EntityKey, list[ParkedRecord]] = {}
         self._due: dict[EntityKey, float] = {}
         self._partitions: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._spilling: asyncio.Task[None] | None = None
         self._unsettled: dict[int, LaneItem] = {}
+        self._closed = False
+        self._parked_dirty = False
+        self._settled_log: deque[tuple[float, int]] = deque()  # (monotonic, records settled)
+        self._settled_recent = 0  # their sum
 
     @property
     def id(self) -> str:
         return self.subscription.id
 
     async def start(self, partitions: Iterable[int]) -> None:
-        await self._live.start()
+        for sink in self._live_sinks:
+            await sink.start()
         for sink in self._retry_sinks:
             await sink.start()
             self._retry_pool.put_nowait(sink)
         await self.assign(partitions)
-        self._tasks = [asyncio.create_task(self._live_loop(), name=f"lane-live-{self.id}"),
-                       asyncio.create_task(self._retry_loop(), name=f"lane-retry-{self.id}")]
+        self._tasks = [asyncio.create_task(self._live_slot(sink), name=f"lane-live-{self.id}-{n}")
+                       for n, sink in enumerate(self._live_sinks)]
+        self._tasks.append(asyncio.create_task(self._retry_loop(), name=f"lane-retry-{self.id}"))
 
     async def assign(self, partitions: Iterable[int]) -> None:
         """Take over the parked records of ``partitions`` (this worker owns them now)."""
@@ -155,15 +176,34 @@ class SubscriptionLane:
         """Queue a record (no I/O). Spills to Redis when the target falls behind (policy)."""
         self._unsettled[id(item)] = item
         self._queue.append(item)
-        self._wake.set()
-        self._maybe_spill(time.monotonic())
+        self._wake_one()
+        if len(self._queue) > self._policy.spill_at:
+            self._maybe_spill(time.monotonic())
 
     def _maybe_spill(self, now: float) -> None:
-        """Park the queue when it is long and its head has waited too long: the target is
-        slower than the stream. Checked on submit and on every retry tick (a stalled target
-        gets no new records once the worker's in-flight budget is spent)."""
-        if (self._spilling is None and len(self._queue) > self._policy.spill_at
-                and now - self._queue[0].queued_at > self._policy.spill_after_s):
+        """Park the queue when it is long, its head has waited too long and the lane is not
+        draining it (see the module doc). Checked on submit and on every retry tick (a
+        stalled target gets no new records once the worker's in-flight budget is spent)."""
+        policy = self._policy
+        if (self._spilling is None and len(self._queue) > policy.spill_at
+                and now - self._queue[0].queued_at > policy.spill_after_s
+                and self._recently_settled(now) < policy.spill_at):
+            self.spill()
+
+    def _recently_settled(self, now: float) -> int:
+        log_ = self._settled_log
+        while log_ and now - log_[0][0] > self._policy.spill_after_s:
+            self._settled_recent -= log_.popleft()[1]
+        return self._settled_recent
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) + sum(len(items) for items in self._blocked.values())
+
+    def spill(self) -> None:
+        """Park everything queued now (the worker calls this when its in-flight limit is
+        reached and this lane holds the most)."""
+        if self._spilling is None and self.queued:
             self._spilling = asyncio.create_task(self._spill())
 
     @property
@@ -173,7 +213,8 @@ class SubscriptionLane:
     def oldest_pending_ms(self) -> int | None:
         """Kafka timestamp of the oldest record not delivered yet (queued, in flight, parked)."""
         stamps = [r.timestamp_ms for rs in self._held.values() for r in rs[:1]]
-        stamps += [i.timestamp_ms for i in self._inflight_items[:1]]
+        stamps += [i.timestamp_ms for i in self._inflight_items.values()]
+        stamps += [items[0].timestamp_ms for items in self._blocked.values() if items]
         stamps += [self._queue[0].timestamp_ms] if self._queue else []
         return min(stamps) if stamps else None
 
@@ -181,6 +222,7 @@ class SubscriptionLane:
         """Stop the lane. ``drop_parked`` (subscription deleted): settle everything queued or
         in flight without delivering it and forget its parked records. Otherwise unsettled
         records stay uncommitted, to be consumed again by the next owner."""
+        self._closed = True
         tasks = [*self._tasks, *self._drains, *([self._spilling] if self._spilling else [])]
         for task in tasks:
             task.cancel()
@@ -191,51 +233,118 @@ class SubscriptionLane:
             for item in list(self._unsettled.values()):
                 self._settle(item)
             self._queue.clear()
+            self._blocked.clear()
             self._held.clear()
             await self._parks.drop(self.id, partitions)
-        await self._live.close()
+        for sink in self._live_sinks:
+            await sink.close()
         for sink in self._retry_sinks:
             await sink.close()
 
     # live path ---------------------------------------------------------------------------
-    async def _live_loop(self) -> None:
+    def _wake_one(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _live_slot(self, sink: Sink) -> None:
+        """One slot: take what is queued (up to ``chunk``), deliver it, repeat; sleep while
+        the queue is empty (``submit`` wakes one sleeping slot per record)."""
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            items = [self._queue.popleft() for _ in range(min(self._policy.chunk, len(self._queue)))]
-            behind = [i for i in items if i.key in self._held]
-            live = [i for i in items if i.key not in self._held]
+            items, behind = self._take()
             if behind:
                 await self._park([(i, 0, "parked behind an earlier record of its entity")
                                   for i in behind])
-            if live:
-                await self._deliver_live(live)
+            if items:
+                try:
+                    await self._deliver_live(sink, items)
+                except asyncio.CancelledError:
+                    if self._closed:
+                        raise
+                    # Not ours: a library's timeout leaked a cancellation into this task
+                    # (Python 3.11 asyncio.timeout race). The slot must survive it.
+                    _uncancel()
+                    log.warning("subscription=%s: stray cancellation; records requeued", self.id)
+                    self._requeue(items)
+                except Exception:  # a broken sink or Redis: the records are tried again
+                    log.exception("subscription=%s: live delivery failed; records requeued",
+                                  self.id)
+                    self._requeue(items)
+                    await asyncio.sleep(1.0)
+            elif not behind:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
 
-    async def _deliver_live(self, items: list[LaneItem]) -> None:
+    def _take(self) -> tuple[list[LaneItem], list[LaneItem]]:
+        """Up to ``chunk`` queued records for one flush, and the records to park behind a
+        parked record of their entity. A record whose entity is in flight in another slot
+        waits in ``_blocked`` (same-entity records may share one flush: sinks keep order
+        within a flush)."""
+        items: list[LaneItem] = []
+        behind: list[LaneItem] = []
+        taking: set[EntityKey] = set()
+        queue, inflight = self._queue, self._inflight
+        while queue and len(items) < self._chunk:
+            item = queue.popleft()
+            key = item.key
+            if key in self._held:
+                behind.append(item)
+            elif key in inflight and key not in taking:
+                self._blocked.setdefault(key, deque()).append(item)
+            else:
+                taking.add(key)
+                inflight[key] = inflight.get(key, 0) + 1
+                self._inflight_items[id(item)] = item
+                items.append(item)
+        return items, behind
+
+    def _release(self, items: list[LaneItem]) -> None:
+        """``items`` are settled (or requeued): their entities' waiting records go back to
+        the head of the queue, in order."""
+        inflight = self._inflight
+        released = 0
+        for item in items:
+            self._inflight_items.pop(id(item), None)
+            key = item.key
+            left = inflight.get(key, 0) - 1
+            if left > 0:
+                inflight[key] = left
+                continue
+            inflight.pop(key, None)
+            waiting = self._blocked.pop(key, None)
+            if waiting:
+                self._queue.extendleft(reversed(waiting))
+                released += len(waiting)
+        for _ in range(min(released, len(self._idle))):
+            self._wake_one()
+
+    def _requeue(self, items: list[LaneItem]) -> None:
+        unsettled = [i for i in items if id(i) in self._unsettled]
+        self._release(items)
+        self._queue.extendleft(reversed(unsettled))
+
+    async def _deliver_live(self, sink: Sink, items: list[LaneItem]) -> None:
         added: list[LaneItem] = []
         refused: list[tuple[LaneItem, DeliveryResult]] = []
         for item in items:
             delivery = Delivery(self.subscription, item.transition)
             try:
-                await self._live.add(delivery)
+                await sink.add(delivery)
             except DeliveryFailed as exc:
                 refused.append((item, DeliveryResult(delivery, "dead", 0, exc.reason)))
                 continue
             added.append(item)
-            self._inflight[item.key] += 1
-        self._inflight_items = added
-        try:
-            results = await self._live.flush() if added else []
-        finally:
-            self._inflight.subtract(i.key for i in added)
-            self._inflight += Counter()  # drop zero counts
-            self._inflight_items = []
+        results = await sink.flush() if added else []
         parked: list[tuple[LaneItem, int, str]] = []
         dead = refused[:]
+        settled: list[LaneItem] = []
         for item, result in zip(added, results, strict=True):
-            self._metrics.retried.labels(self.id).inc(max(0, result.attempts - 1))
+            if result.attempts > 1:
+                self._m_retried.inc(result.attempts - 1)
             if result.outcome == "retry":
                 if result.attempts:  # 0: never sent, waits behind a parked record
                     self._due[item.key] = time.monotonic() + self._delay(result.attempts, result)
@@ -243,14 +352,20 @@ class SubscriptionLane:
             elif result.outcome == "dead":
                 dead.append((item, result))
             else:
-                self._metrics.delivered.labels(self.id).inc()
+                settled.append(item)
+        if settled:
+            self._settled_log.append((time.monotonic(), len(settled)))
+            self._settled_recent += len(settled)
+            self._m_delivered.inc(len(settled))
+            for item in settled:
                 self._settle(item)
+        if parked:  # held at once (inside _park, before its first await): order is kept
+            await self._park(parked)
         if dead:
             await self._dead([result for _, result in dead])
             for item, _ in dead:
                 self._settle(item)
-        if parked:
-            await self._park(parked)
+        self._release(items)
 
     async def _park(self, entries: list[tuple[LaneItem, int, str]]) -> None:
         """Hold the entities at once (later records queue behind), store, then ack."""
@@ -265,14 +380,16 @@ class SubscriptionLane:
             records.append(record)
         await self._parks.save(self.id, records)
         self._metrics.parked_total.labels(self.id).inc(len(records))
-        self._metrics.parked.labels(self.id).set(self.parked_count)
+        self._parked_dirty = True  # the gauge is set on the next tick (counting is O(entities))
         for item, _, _ in entries:
             self._settle(item)
 
     async def _spill(self) -> None:
         try:
-            items = list(self._queue)
+            items = [i for waiting in self._blocked.values() for i in waiting]
+            items += self._queue
             self._queue.clear()
+            self._blocked.clear()
             log.warning("subscription=%s: target slower than the stream; parking %d records",
                         self.id, len(items))
             await self._park([(i, 0, "spilled: the target was slower than the stream")
@@ -282,21 +399,35 @@ class SubscriptionLane:
 
     # background retries ------------------------------------------------------------------
     async def _retry_loop(self) -> None:
-        """Start a drain for every due entity, as many at once as there are retry sinks x 2
-        (the rest wait for the next tick)."""
-        limit = 2 * len(self._retry_sinks)
+        """Every tick: spill if needed, and start a drain for every due entity."""
         while True:
             await asyncio.sleep(self._policy.tick_s)
             now = time.monotonic()
             self._maybe_spill(now)
-            for key in list(self._held):
-                if len(self._draining) >= limit:
-                    break
-                if key not in self._draining and self._can_retry(key, now):
-                    self._draining.add(key)
-                    task = asyncio.create_task(self._drain(key))
-                    self._drains.add(task)
-                    task.add_done_callback(self._drains.discard)
+            self._start_drains(now)
+            if self._parked_dirty:
+                self._parked_dirty = False
+                self._metrics.parked.labels(self.id).set(self.parked_count)
+
+    def _start_drains(self, now: float) -> None:
+        """A drain for every due entity, as many at once as there are retry sinks x 2 (the
+        rest start when a drain ends, or on the next tick)."""
+        limit = 2 * len(self._retry_sinks)
+        if self._closed:
+            return
+        for key in self._held:  # starting a task does not change _held
+            if len(self._draining) >= limit:
+                break
+            if key not in self._draining and self._can_retry(key, now):
+                self._draining.add(key)
+                task = asyncio.create_task(self._drain(key))
+                self._drains.add(task)
+                task.add_done_callback(self._drain_ended)
+
+    def _drain_ended(self, task: asyncio.Task[None]) -> None:
+        self._drains.discard(task)
+        if not task.cancelled() and self._held:
+            self._start_drains(time.monotonic())
 
     def _can_retry(self, key: EntityKey, now: float) -> bool:
         records = self._held.get(key)
@@ -327,15 +458,16 @@ class SubscriptionLane:
     async def _after_retry(self, key: EntityKey, head: ParkedRecord,
                            result: DeliveryResult) -> bool:
         """Record one retry's outcome; True when the head record is settled (next one due)."""
+        if head.attempts:  # a record spilled or parked behind another is first sent here
+            self._m_retried.inc()
         head.attempts += max(1, result.attempts)
-        self._metrics.retried.labels(self.id).inc()
         if result.outcome == "retry" and not self._spent(head):
             head.reason = result.reason or head.reason
             self._due[key] = time.monotonic() + self._delay(head.attempts, result)
             await self._parks.save(self.id, [head])
             return False
         if result.outcome == "delivered":
-            self._metrics.delivered.labels(self.id).inc()
+            self._m_delivered.inc()
         else:
             await self._dead([self._final(result, head)])
         await self._parks.remove(self.id, [head])
@@ -345,7 +477,7 @@ class SubscriptionLane:
             if not held:
                 del self._held[key]
                 self._due.pop(key, None)
-        self._metrics.parked.labels(self.id).set(self.parked_count)
+        self._parked_dirty = True
         return True
 
     def _spent(self, record: ParkedRecord) -> bool:
@@ -373,6 +505,13 @@ class SubscriptionLane:
     async def _dead(self, results: list[DeliveryResult]) -> None:
         await self._dead_letter(results)
         self._metrics.dead_lettered.labels(self.id).inc(len(results))
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        while task.uncancel():
+            pass
 
 
 def _key(record: ParkedRecord) -> EntityKey:

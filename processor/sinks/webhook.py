@@ -17,6 +17,12 @@ once. A ``Retry-After`` above ``max_retry_after_s`` pauses the whole sink: ``flu
 Order: records of one ``ordering_key`` go one after the other (the next starts when the
 previous is settled); up to ``concurrency`` keys are in flight at once.
 
+Cost per request (one POST per transition is the Lytics contract, so this bounds a lane): the
+requests go through ``processor.sinks.http1`` (keep-alive connections, shared by every sink
+given the same ``client``); the subscription's static header lines are encoded once per
+subscription object, the signature is one ``hmac.digest`` over the body with the decoded secret
+cached, and the target's address check (``urlguard``) is redone once a minute, not per request.
+
 With ``park_retriable=True`` (the delivery lanes) a record whose retriable failures spent the
 in-place budget, or whose ``Retry-After`` is too long to wait in place, is settled as ``retry``
 (never raises ``SinkBackpressure``), and the rest of its key is returned as ``retry`` unsent.
@@ -25,26 +31,31 @@ in-place budget, or whose ``Retry-After`` is too long to wait in place, is settl
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-import httpx
-from standardwebhooks import Webhook
 
 from processor.domain.backoff import backoff_delay, is_retriable_status, retry_after_seconds
 from processor.domain.payloads import Delivery, payload_bytes
+from processor.domain.subscriptions import Subscription
 from processor.sinks.base import DeliveryResult, Sink
 from processor.sinks.errors import DeliveryFailed, SinkBackpressure, TargetRefused
+from processor.sinks.http1 import Http1Client, HttpError, Response, Target, encode_headers, target
 from processor.sinks.urlguard import check_target_async
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 _REASON_BODY_CHARS = 200  # enough of an error body to explain a 4xx, not enough to flood a DLQ
+# A target's address is checked (urlguard) on first use and again after this long; pooled
+# connections are reused meanwhile, so the check is not paid per request.
+_GUARD_TTL_S = 60.0
+_SECRET_PREFIX = "whsec_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +76,7 @@ class WebhookSink(Sink):
     """Delivers ``Delivery`` records over HTTP; see the module docstring for the guarantees.
 
     ``client`` may be injected to share one connection pool between sinks (the sink then never
-    closes it). ``sleep``, ``monotonic`` (retry budget) and ``wall`` (``webhook-timestamp``) are
+    closes it); ``concurrency`` bounds the keys one ``flush`` sends at once. ``sleep``, ``monotonic`` (retry budget) and ``wall`` (``webhook-timestamp``) are
     injectable so tests can drive time; per-request timeouts always use the real loop clock.
     """
 
@@ -73,7 +84,7 @@ class WebhookSink(Sink):
                  max_elapsed_s: float = 300.0, backoff_base_s: float = 0.5,
                  backoff_cap_s: float = 60.0, max_retry_after_s: float = 120.0,
                  concurrency: int = 16, allow_private: bool = False,
-                 allow_loopback: bool = False, client: httpx.AsyncClient | None = None,
+                 allow_loopback: bool = False, client: Http1Client | None = None,
                  park_retriable: bool = False,
                  rng: random.Random | None = None, sleep: Sleep = asyncio.sleep,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -95,16 +106,16 @@ class WebhookSink(Sink):
         self._monotonic = monotonic
         self._wall = wall
         self._pending: dict[tuple[str, str], list[tuple[int, Delivery]]] = {}
+        self._static: dict[int, tuple[Subscription, Target, bytes]] = {}  # by id(subscription)
+        self._keys: dict[str, bytes] = {}  # signing secret -> HMAC key
+        self._guards: dict[str, tuple[float, asyncio.Task[None]]] = {}  # url -> (checked, check)
         self._added = 0  # sequence numbers: results come back in the order records were added
         self._started = False
         self._closed = False
 
     async def start(self) -> None:
         if self._client is None:
-            limits = httpx.Limits(max_connections=self._concurrency * 2,
-                                  max_keepalive_connections=self._concurrency)
-            self._client = httpx.AsyncClient(limits=limits, follow_redirects=False,
-                                             timeout=httpx.Timeout(self._timeout_s))
+            self._client = Http1Client(max_idle_per_origin=self._concurrency * 2)
         self._started = True
 
     async def close(self) -> None:
@@ -123,50 +134,73 @@ class WebhookSink(Sink):
 
     async def flush(self) -> list[DeliveryResult]:
         self._check_open()
-        results: list[tuple[int, DeliveryResult]] = []
-        pause: list[float] = []
+        try:
+            return await self._flush()
+        except SinkBackpressure:
+            raise  # the unsettled records stay added, by contract
+        except BaseException:
+            # Cancelled or broken mid-flush: the caller still owns every record it added (it
+            # re-queues or re-parks them), so none may linger into the next flush.
+            self._pending = {}
+            raise
+
+    async def _flush(self) -> list[DeliveryResult]:
+        if len(self._pending) == 1:  # one key (the lanes' live path): no gather, no gate
+            [queue] = self._pending.values()
+            pause: list[float] = []
+            results = await self._run_key(queue, pause)
+            if not queue:
+                self._pending = {}
+            if pause:
+                raise SinkBackpressure(max(pause), [r for _, r in results])
+            return [r for _, r in results]
         gate = asyncio.Semaphore(self._concurrency)
-        guard_cache: dict[str, asyncio.Task[None]] = {}
+        pause = []
+        settled_pairs: list[tuple[int, DeliveryResult]] = []
 
-        async def run_key(key: tuple[str, str]) -> None:
+        async def run_key(queue: list[tuple[int, Delivery]]) -> None:
             async with gate:
-                queue = self._pending[key]
-                while queue and not pause:
-                    seq, record = queue[0]
-                    try:
-                        result = await self._deliver(record, guard_cache)
-                    except _Deferred as deferred:
-                        if not self._park:
-                            pause.append(deferred.retry_after)
-                            return
-                        result = DeliveryResult(record, "retry", 1, deferred.reason,
-                                                deferred.retry_after)
-                    results.append((seq, result))
-                    queue.pop(0)
-                    if result.outcome == "retry":
-                        results.extend((s, _behind(r, result)) for s, r in queue)
-                        queue.clear()
+                settled_pairs.extend(await self._run_key(queue, pause))
 
-        await asyncio.gather(*(run_key(key) for key in list(self._pending)))
+        await asyncio.gather(*(run_key(queue) for queue in list(self._pending.values())))
         self._pending = {k: q for k, q in self._pending.items() if q}
-        settled = [result for _, result in sorted(results, key=lambda pair: pair[0])]
+        settled = [result for _, result in sorted(settled_pairs, key=lambda pair: pair[0])]
         if pause:
             raise SinkBackpressure(max(pause), settled)
         return settled
+
+    async def _run_key(self, queue: list[tuple[int, Delivery]],
+                       pause: list[float]) -> list[tuple[int, DeliveryResult]]:
+        """Deliver one key's records in order; stops (leaving the rest queued) on a pause."""
+        results: list[tuple[int, DeliveryResult]] = []
+        while queue and not pause:
+            seq, record = queue[0]
+            try:
+                result = await self._deliver(record)
+            except _Deferred as deferred:
+                if not self._park:
+                    pause.append(deferred.retry_after)
+                    return results
+                result = DeliveryResult(record, "retry", 1, deferred.reason, deferred.retry_after)
+            results.append((seq, result))
+            queue.pop(0)
+            if result.outcome == "retry":
+                results.extend((s, _behind(r, result)) for s, r in queue)
+                queue.clear()
+        return results
 
     def _check_open(self) -> None:
         if not self._started or self._closed or self._client is None:
             raise DeliveryFailed("webhook sink used outside start()/close()", retriable=False)
 
-    async def _deliver(self, record: Delivery,
-                       guard_cache: dict[str, asyncio.Task[None]]) -> DeliveryResult:
+    async def _deliver(self, record: Delivery) -> DeliveryResult:
         """Try ``record`` until delivered, dead, or deferred (raises ``_Deferred``)."""
         body = payload_bytes(record)
         deadline = self._monotonic() + self._max_elapsed_s
         attempt = 0
         while True:
             attempt += 1
-            outcome = await self._attempt(record, body, guard_cache)
+            outcome = await self._attempt(record, body)
             if outcome.ok:
                 return DeliveryResult(record, "delivered", attempt)
             if not outcome.retriable:
@@ -204,57 +238,89 @@ class WebhookSink(Sink):
                     record.subscription.id, record.id, attempts, reason)
         return DeliveryResult(record, "dead", attempts, reason)
 
-    async def _attempt(self, record: Delivery, body: bytes,
-                       guard_cache: dict[str, asyncio.Task[None]]) -> _Attempt:
+    async def _attempt(self, record: Delivery, body: bytes) -> _Attempt:
         url = record.subscription.webhook_url
         assert url is not None and self._client is not None  # checked in add / _check_open
         try:
-            await self._guard(url, guard_cache)
+            await self._guard(url)
+            where, headers = self._static_headers(record.subscription)
+            headers += self._signature_headers(record, body)
         except DeliveryFailed as exc:
             return _Attempt(ok=False, retriable=exc.retriable, reason=exc.reason)
-        headers = self._headers(record, body)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._client.post(url, content=body, headers=headers)
-        except (TimeoutError, httpx.TimeoutException):
+            response = await self._client.post(where, headers, body, timeout=self._timeout_s)
+        except TimeoutError:
             return _Attempt(ok=False, retriable=True,
                             reason=f"no answer within {self._timeout_s:g}s")
-        except httpx.TransportError as exc:
+        except HttpError as exc:
             return _Attempt(ok=False, retriable=True,
-                            reason=f"connection failed: {type(exc).__name__}")
+                            reason=f"connection failed: {type(exc).__name__}: {exc}")
         return self._judge(response)
 
-    async def _guard(self, url: str, cache: dict[str, asyncio.Task[None]]) -> None:
-        # One DNS check per URL per flush; concurrent keys of one URL share the lookup. A
-        # lookup that failed retriably (DNS hiccup) is redone on the next attempt.
-        task = cache.get(url)
-        if task is None or _failed_retriably(task):
+    async def _guard(self, url: str) -> None:
+        # One DNS check per URL per _GUARD_TTL_S; concurrent records of one URL share the
+        # lookup. A lookup that failed retriably (DNS hiccup) is redone on the next attempt.
+        loop = asyncio.get_running_loop()
+        cached = self._guards.get(url)
+        if (cached is None or loop.time() - cached[0] > _GUARD_TTL_S
+                or _failed_retriably(cached[1])):
             allow_private, allow_loopback = self._allow
             task = asyncio.ensure_future(check_target_async(
                 url, allow_private=allow_private, allow_loopback=allow_loopback))
-            cache[url] = task
+            cached = (loop.time(), task)
+            self._guards[url] = cached
+        task = cached[1]
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return
         await asyncio.shield(task)
 
-    def _headers(self, record: Delivery, body: bytes) -> dict[str, str]:
-        sub = record.subscription
-        now = self._wall()
-        headers = dict(sub.headers)
-        headers["Content-Type"] = "application/json"
-        headers["webhook-id"] = record.id
-        headers["webhook-timestamp"] = str(int(now))
-        if sub.signing_secret is not None:
-            moment = datetime.fromtimestamp(int(now), tz=UTC)
-            headers["webhook-signature"] = Webhook(sub.signing_secret).sign(
-                record.id, moment, body.decode("utf-8"))
-        return headers
+    def _static_headers(self, sub: Subscription) -> tuple[Target, bytes]:
+        """The subscription's target and the header lines that are the same on every request,
+        encoded once per subscription object (a hot-reloaded subscription is a new object)."""
+        cached = self._static.get(id(sub))
+        if cached is None or cached[0] is not sub:
+            assert sub.webhook_url is not None
+            try:
+                where = target(sub.webhook_url)
+                lines = encode_headers({**sub.headers, "Content-Type": "application/json"})
+            except ValueError as exc:
+                raise TargetRefused(str(exc)) from None
+            cached = (sub, where, lines)
+            self._static[id(sub)] = cached
+        return cached[1], cached[2]
 
-    def _judge(self, response: httpx.Response) -> _Attempt:
-        status = response.status_code
+    def _signature_headers(self, record: Delivery, body: bytes) -> bytes:
+        """``webhook-id``, ``webhook-timestamp`` (this attempt) and, with a secret,
+        ``webhook-signature``: Standard Webhooks' ``v1,`` + base64 HMAC-SHA256 of
+        ``id.timestamp.body`` with the secret's decoded key."""
+        msg_id = record.id.encode("ascii")
+        stamp = b"%d" % int(self._wall())
+        lines = b"webhook-id: " + msg_id + b"\r\nwebhook-timestamp: " + stamp + b"\r\n"
+        secret = record.subscription.signing_secret
+        if secret is not None:
+            digest = hmac.digest(self._key(secret), msg_id + b"." + stamp + b"." + body, "sha256")
+            lines += b"webhook-signature: v1," + base64.b64encode(digest) + b"\r\n"
+        return lines
+
+    def _key(self, secret: str) -> bytes:
+        key = self._keys.get(secret)
+        if key is None:
+            text = secret.removeprefix(_SECRET_PREFIX)
+            try:
+                key = base64.b64decode(text + "==")  # as standardwebhooks: padding optional
+            except binascii.Error:
+                raise DeliveryFailed("the subscription's signing secret is not base64",
+                                     retriable=False) from None
+            self._keys[secret] = key
+        return key
+
+    def _judge(self, response: Response) -> _Attempt:
+        status = response.status
         if 200 <= status <= 299:
             return _Attempt(ok=True)
         retry_after = None
         if status in (429, 503):
-            retry_after = retry_after_seconds(response.headers.get("retry-after"), self._wall())
+            retry_after = retry_after_seconds(response.header("retry-after"), self._wall())
         excerpt = response.text[:_REASON_BODY_CHARS].strip()
         reason = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
         if 300 <= status <= 399:

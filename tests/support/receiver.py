@@ -1,14 +1,18 @@
 """A real HTTP server on loopback that records what webhook senders POST to it.
 
-``WebhookReceiver`` runs a stdlib ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive, so pooled
-clients behave as they do against real targets) on ``127.0.0.1`` and a free port, in a
-background thread. Every request is recorded *before* it is answered (method, path with query,
-headers, raw body, parsed JSON, receive time), so a test can assert on a request whose answer
-is a stall or an error.
+``WebhookReceiver`` runs a small asyncio HTTP/1.1 server (keep-alive and pipelining, so pooled
+clients behave as they do against real targets) on ``127.0.0.1`` and a free port, on its own
+event loop in a background thread. It is deliberately lean (one ``asyncio.Protocol``, no
+framework): the delivery benchmark runs it on the same cores as the sender, so every
+microsecond it spends per request is taken from what is measured. Every request is recorded
+*before* it is answered (method, path with query, headers, raw body, parsed JSON, receive
+time), so a test can assert on a request whose answer is a stall or an error.
 
 How it answers is the *behaviour*: a fixed status, or a function
 ``(index, request) -> status | (status, headers, delay_s) | Reply`` that can script 500s, 429s
-with ``Retry-After``, or stalls (``delay_s``). Stalls end early when the receiver closes, so a
+with ``Retry-After``, or stalls (``delay_s``). The function runs on the receiver's loop thread.
+A stalled answer holds only its own connection (later requests on it wait, as HTTP/1.1
+requires); stalls end when the receiver closes (the connection is closed unanswered), so a
 test never waits for a stalled handler at teardown.
 
     with WebhookReceiver() as receiver:
@@ -18,15 +22,19 @@ test never waits for a stalled handler at teardown.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any
+
+_MAX_HEAD = 64 * 1024  # request line + headers; more is answered 431 and closed
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class WebhookReceiver:
     """Records requests and answers them according to ``behaviour`` (default: 200).
 
     Thread-safe: ``requests``/``wait_for`` may be called from any thread while the server
-    answers on its own threads. ``behaviour`` may be changed at any time with
+    answers on its own thread. ``behaviour`` may be changed at any time with
     ``set_behaviour``; request indexes count from 0 since start (or the last ``clear``).
     """
 
@@ -80,28 +88,47 @@ class WebhookReceiver:
         self._host = host
         self._records: list[ReceivedRequest] = []
         self._cond = threading.Condition()
-        self._closing = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
+        self._address: tuple[str, int] | None = None
+        self._connections: set[_Connection] = set()
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> WebhookReceiver:
-        server = _Server((self._host, 0), _handler_class(self))
-        server.daemon_threads = True
-        server.block_on_close = False  # stalled handlers are released by _closing instead
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="webhook-receiver", daemon=True)
+        loop = asyncio.new_event_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, 0))
+        # A pooled client opens many connections in a burst; a short backlog resets them.
+        sock.listen(1024)
+        sock.setblocking(False)
+        self._address = sock.getsockname()[:2]
+        self._loop = loop
+        self._thread = threading.Thread(target=_serve, args=(loop,), name="webhook-receiver",
+                                        daemon=True)
         self._thread.start()
+        # Made on the receiver's own loop: the caller may be running a loop of its own.
+        made = asyncio.run_coroutine_threadsafe(
+            loop.create_server(lambda: _Connection(self), sock=sock), loop)
+        self._server = made.result(timeout=10)
         return self
 
     def close(self) -> None:
-        self._closing.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        loop, server = self._loop, self._server
+        if loop is None or server is None:
+            return
+
+        def stop() -> None:
+            server.close()
+            for connection in list(self._connections):
+                connection.abort()
+            loop.call_soon(loop.stop)  # after the aborted connections' callbacks
+
+        loop.call_soon_threadsafe(stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._loop = self._server = None
 
     def __enter__(self) -> WebhookReceiver:
         return self.start()
@@ -114,15 +141,21 @@ class WebhookReceiver:
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:45123/``; any path under it is accepted."""
-        if self._server is None:
+        if self._address is None:
             raise RuntimeError("receiver not started")
-        host, port = self._server.server_address[:2]
+        host, port = self._address
         return f"http://{host!s}:{port}/"
 
     @property
     def requests(self) -> list[ReceivedRequest]:
         with self._cond:
             return list(self._records)
+
+    @property
+    def count(self) -> int:
+        """How many requests arrived (cheaper than ``len(requests)``)."""
+        with self._cond:
+            return len(self._records)
 
     def set_behaviour(self, behaviour: Behaviour) -> None:
         with self._cond:
@@ -145,85 +178,194 @@ class WebhookReceiver:
                 )
             return list(self._records)
 
-    # called by handler threads -----------------------------------------------------------
-    def _record(self, method: str, path: str, raw_headers: list[tuple[str, str]],
-                body: bytes) -> tuple[ReceivedRequest, Behaviour]:
+    # called on the receiver's loop -------------------------------------------------------
+    def _answer(self, method: str, path: str, raw_headers: list[tuple[str, str]],
+                headers: dict[str, str], body: bytes) -> Reply:
         try:
             parsed: Any = json.loads(body) if body else None
         except ValueError:
             parsed = None
         with self._cond:
             request = ReceivedRequest(
-                index=len(self._records), method=method, path=path,
-                headers={k.lower(): v for k, v in raw_headers}, body=body, json=parsed,
-                received_at=time.time(), raw_headers=tuple(raw_headers),
+                index=len(self._records), method=method, path=path, headers=headers, body=body,
+                json=parsed, received_at=time.time(), raw_headers=tuple(raw_headers),
             )
             self._records.append(request)
             self._cond.notify_all()
-            return request, self._behaviour
-
-    def _answer(self, request: ReceivedRequest, behaviour: Behaviour) -> Reply:
+            behaviour = self._behaviour
         if isinstance(behaviour, int):
-            return Reply(status=behaviour)
-        return _as_reply(behaviour(request.index, request))
-
-    def _stall(self, delay_s: float) -> None:
-        if delay_s > 0:
-            self._closing.wait(delay_s)
-
-
-class _Server(ThreadingHTTPServer):
-    # The stdlib default backlog (5) resets connections a pooled client opens in a burst;
-    # those resets looked like a failing target and sent deliveries to the retry path.
-    request_queue_size = 256
+            return _OK if behaviour == 200 else Reply(status=behaviour)
+        try:
+            return _as_reply(behaviour(request.index, request))
+        except Exception as exc:  # a broken script must show up in the test, not hang it
+            return Reply(status=599, body=f"behaviour raised {exc!r}".encode())
 
 
-def _handler_class(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+_OK = Reply()
 
-        def setup(self) -> None:
-            super().setup()
-            # Headers and body go out in separate writes; without NODELAY each response waits
-            # on the client's delayed ACK (~40 ms), capping a keep-alive connection at ~25/s.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def _handle(self) -> None:
-            body = self._read_body()
-            request, behaviour = receiver._record(self.command, self.path,
-                                                  list(self.headers.items()), body)
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def _response(reply: Reply, *, head: bool, close: bool) -> bytes:
+    try:
+        phrase = HTTPStatus(reply.status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    lines = [f"HTTP/1.1 {reply.status} {phrase}"]
+    lines += [f"{name}: {value}" for name, value in reply.headers.items()]
+    lines.append(f"Content-Length: {len(reply.body)}")
+    if close:
+        lines.append("Connection: close")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return data if head else data + reply.body
+
+
+_OK_BYTES = _response(_OK, head=False, close=False)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests as bytes arrive and answers them in order."""
+
+    def __init__(self, receiver: WebhookReceiver) -> None:
+        self._receiver = receiver
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._stalled: deque[tuple[Reply, bool, bool]] = deque()  # answers held by a stall
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._receiver._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._receiver._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport = None
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while not self._closing and self._parse_one():
+            pass
+
+    def _parse_one(self) -> bool:
+        """Handle one complete request from the buffer; False when more bytes are needed."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > _MAX_HEAD:
+                self._fail(431)
+            return False
+        try:
+            head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+            method, path, version = head[0].split(" ", 2)
+            raw_headers = []
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                raw_headers.append((name.strip(), value.strip()))
+        except ValueError:
+            self._fail(400)
+            return False
+        headers = {k.lower(): v for k, v in raw_headers}
+        start = end + 4
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            parsed = _dechunk(buffer, start)
+            if parsed is None:
+                return False
+            body, consumed = parsed
+        else:
             try:
-                reply = receiver._answer(request, behaviour)
-            except Exception as exc:  # a broken script must show up in the test, not hang it
-                reply = Reply(status=599, body=f"behaviour raised {exc!r}".encode())
-            receiver._stall(reply.delay_s)
-            try:
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                if reply.body and self.command != "HEAD":
-                    self.wfile.write(reply.body)
-            except OSError:
-                self.close_connection = True  # the client gave up (timeout); nothing to answer
+                length = int(headers.get("content-length") or 0)
+            except ValueError:
+                self._fail(400)
+                return False
+            if len(buffer) < start + length:
+                if headers.get("expect", "").lower() == "100-continue" and len(buffer) == start:
+                    self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                return False
+            body, consumed = bytes(buffer[start:start + length]), start + length
+        del buffer[:consumed]
+        connection = headers.get("connection", "").lower()
+        close = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
+        reply = self._receiver._answer(method, path, raw_headers, headers, body)
+        self._respond(reply, method == "HEAD", close)
+        if close:
+            self._closing = True
+        return True
 
-        def _read_body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                chunks: list[bytes] = []
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        self.rfile.readline()  # trailing CRLF after the last chunk
-                        return b"".join(chunks)
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
+    def _respond(self, reply: Reply, head: bool, close: bool) -> None:
+        if self._stalled or reply.delay_s > 0:
+            self._stalled.append((reply, head, close))
+            if self._timer is None:
+                self._schedule()
+            return
+        self._send(reply, head, close)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+    def _schedule(self) -> None:
+        reply = self._stalled[0][0]
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(reply.delay_s, self._release)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            return  # keep test output clean; requests are recorded instead
+    def _release(self) -> None:
+        """A stall ended: answer it, then every answer queued behind it up to the next stall."""
+        self._timer = None
+        reply, head, close = self._stalled.popleft()
+        self._send(reply, head, close)
+        while self._stalled and self._stalled[0][0].delay_s <= 0:
+            self._send(*self._stalled.popleft())
+        if self._stalled:
+            self._schedule()
 
-    return Handler
+    def _send(self, reply: Reply, head: bool, close: bool) -> None:
+        if reply is _OK and not head and not close:
+            self._write(_OK_BYTES)
+        else:
+            self._write(_response(reply, head=head, close=close))
+        if close and self._transport is not None:
+            self._transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _fail(self, status: int) -> None:
+        self._closing = True
+        self._write(_response(Reply(status=status), head=False, close=True))
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _dechunk(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
+    """A chunked body starting at ``start``: (body, bytes consumed), or None if incomplete."""
+    chunks: list[bytes] = []
+    at = start
+    while True:
+        eol = buffer.find(b"\r\n", at)
+        if eol < 0:
+            return None
+        size = int(bytes(buffer[at:eol]).split(b";")[0].strip() or b"0", 16)
+        at = eol + 2
+        if size == 0:
+            trailer_end = buffer.find(b"\r\n", at)  # no trailers expected: just the CRLF
+            if trailer_end < 0:
+                return None
+            return b"".join(chunks), trailer_end + 2
+        if len(buffer) < at + size + 2:
+            return None
+        chunks.append(bytes(buffer[at:at + size]))
+        at += size + 2

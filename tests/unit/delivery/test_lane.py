@@ -246,3 +246,69 @@ def test_the_tracker_commits_only_up_to_the_lowest_unsettled_offset() -> None:
     tracker.drop([tp])
     late()  # an ack after a revoke touches nothing
     assert tracker.committable() == {}
+
+
+class SlowSink(ScriptedSink):
+    """Delivers after ``delay`` s, noting how many flushes are in flight at once."""
+
+    def __init__(self, sent: list[Delivery], stats: dict[str, int], delay: float = 0.01) -> None:
+        super().__init__(lambda d: "delivered", sent)
+        self._stats, self._delay = stats, delay
+
+    async def flush(self) -> list[DeliveryResult]:
+        self._stats["now"] += 1
+        self._stats["max"] = max(self._stats["max"], self._stats["now"])
+        await asyncio.sleep(self._delay)
+        self._stats["now"] -= 1
+        return await super().flush()
+
+
+def test_live_slots_send_entities_concurrently_and_each_entity_in_order() -> None:
+    stats = {"now": 0, "max": 0}
+
+    async def scenario() -> Harness:
+        h = Harness(lambda d: "delivered")
+        h.lane = SubscriptionLane(SUB, live=[SlowSink(h.sent, stats) for _ in range(8)],
+                                  retry=[ScriptedSink(lambda d: "delivered", h.sent)],
+                                  parks=h.parks, dead_letter=h.lane._dead_letter,
+                                  metrics=h.metrics, policy=POLICY, chunk=1)
+        await h.lane.start([0])
+        offset = 0
+        for n in range(5):
+            for entity in "abcd":
+                h.submit(offset, transition(entity, n))
+                offset += 1
+        await h.until(lambda: len(h.acks) == 20)
+        await h.lane.close()
+        return h
+
+    h = asyncio.run(scenario())
+    assert 1 < stats["max"] <= 4  # concurrent, but never one entity in two slots
+    for entity in "abcd":
+        mine = [t for t in h.delivered_ids() if t.split("-")[1] == entity]
+        assert mine == [f"t-{entity}-{n}" for n in range(5)]
+    assert sorted(h.acks) == list(range(20))
+
+
+def test_a_stalled_target_spills_its_queue_but_a_draining_one_does_not() -> None:
+    policy = LanePolicy(in_place_attempts=1, in_place_budget_s=0.0, tick_s=0.005, spill_at=5,
+                        spill_after_s=0.2)
+
+    async def scenario(delay: float, count: int) -> Harness:
+        h = Harness(lambda d: "delivered")
+        stats = {"now": 0, "max": 0}
+        h.lane = SubscriptionLane(SUB, live=[SlowSink(h.sent, stats, delay)],
+                                  retry=[ScriptedSink(lambda d: "delivered", h.sent)],
+                                  parks=h.parks, dead_letter=h.lane._dead_letter,
+                                  metrics=h.metrics, policy=policy, chunk=1)
+        await h.lane.start([0])
+        for offset in range(count):
+            h.submit(offset, transition(f"e{offset}", 0))
+        await h.until(lambda: len(h.acks) == count, timeout=20)
+        await h.lane.close()
+        return h
+
+    stalled = asyncio.run(scenario(delay=1.0, count=10))  # nothing settles for 1 s
+    assert stalled.metrics.value("signalbox_delivery_parked_total", "s1") >= 5
+    draining = asyncio.run(scenario(delay=0.001, count=200))  # a backlog going out steadily
+    assert draining.metrics.value("signalbox_delivery_parked_total", "s1") == 0

@@ -1,0 +1,409 @@
+"""``Http1Client``: the small asyncio HTTP/1.1 client the webhook sink POSTs with.
+
+Why not httpx: a webhook subscription is one POST per transition, so the client's cost per
+request bounds a lane. Measured on the project's 2-core box against the asyncio test receiver
+in another process (64 keep-alive connections, 1 KB JSON bodies): httpx 0.1-0.6k requests/s,
+aiohttp ~2.7-3.4k/s, a bare ``asyncio.Protocol`` client ~7k/s. This module is that bare client
+made safe to use, and nothing more:
+
+- ``POST`` only, with a ``bytes`` body sent with ``Content-Length``; the caller passes its
+  header block pre-encoded (``encode_headers``), so a subscription's static headers are
+  serialised once, not per request;
+- ``http`` and ``https`` (stdlib ``ssl``, default context: certificates and host names are
+  verified); no proxies, redirects (a 3xx is returned as it is), cookies or compression;
+- keep-alive: idle connections are pooled per origin (scheme, host, port) and reused newest
+  first; a connection goes back to the pool only after a complete answer that allows reuse;
+- answers with ``Content-Length``, ``chunked`` or read-until-close bodies; interim ``1xx``
+  answers are skipped; an answer's head over 64 KiB or body over 8 MiB is a ``ProtocolError``.
+
+Errors are ``HttpError`` subclasses: ``ConnectFailed`` (DNS, TCP or TLS), ``ConnectionLost``
+(closed or reset before the whole answer arrived), ``ProtocolError`` (not an HTTP/1.x answer);
+and ``TimeoutError`` when ``post``'s ``timeout`` (connect + send + answer) passes. The timeout
+is a timer on the connection that fails the pending answer, not a task cancellation: Python
+3.11's ``asyncio.timeout`` can leave a cancellation pending on the task when the answer and the
+deadline coincide, which then surfaces at an unrelated ``await``. A cancelled or timed-out
+request's connection is closed, never reused.
+
+A request sent on a *reused* connection that the server closed before answering a single byte
+(its keep-alive timeout raced our reuse) is sent again on a fresh connection, as browsers and
+httpx do; a receiver may therefore, rarely, see a request twice (webhooks carry a stable
+``webhook-id`` for exactly that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 8 * 1024 * 1024
+_MAX_IDLE_PER_ORIGIN = 512
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+_SAFE_PATH = "/%:@!$&'()*+,;=-._~?"
+
+Origin = tuple[str, str, int]
+
+
+class HttpError(Exception):
+    """The request failed before a complete answer arrived."""
+
+
+class ConnectFailed(HttpError):
+    pass
+
+
+class ConnectionLost(HttpError):
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered  # some bytes of an answer had arrived
+
+
+class ProtocolError(HttpError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: dict[str, str]  # names lower-cased; a repeated header keeps its last value
+    body: bytes
+    keep_alive: bool = True
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed URL: where to connect and the first lines of every request to it."""
+
+    origin: Origin
+    tls: bool
+    host: str
+    port: int
+    head: bytes  # b"POST /path?query HTTP/1.1\r\nHost: ...\r\n"
+
+
+@functools.lru_cache(maxsize=1024)
+def target(url: str) -> Target:
+    """Parse an ``http(s)`` URL; ``ValueError`` for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"only http and https URLs are supported, not {parts.scheme!r}")
+    if not parts.hostname:
+        raise ValueError(f"URL {url!r} has no host")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    host = parts.hostname
+    host_header = f"[{host}]" if ":" in host else host
+    if port != (443 if tls else 80):
+        host_header += f":{port}"
+    path = quote(parts.path or "/", safe=_SAFE_PATH)
+    if parts.query:
+        path += "?" + quote(parts.query, safe=_SAFE_PATH)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("ascii")
+    return Target(origin=(parts.scheme, host, port), tls=tls, host=host, port=port, head=head)
+
+
+def encode_headers(headers: Mapping[str, str]) -> bytes:
+    """``Name: value\\r\\n`` lines; ``ValueError`` for a name or value HTTP does not allow
+    (a CR or LF would let a value inject headers)."""
+    lines = []
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name) or not _HEADER_VALUE.match(value):
+            raise ValueError(f"header {name!r} is not a valid HTTP header")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+class Http1Client:
+    """Pooled HTTP/1.1 keep-alive connections; see the module docstring."""
+
+    def __init__(self, *, max_idle_per_origin: int = _MAX_IDLE_PER_ORIGIN,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self._max_idle = max_idle_per_origin
+        self._ssl = ssl_context
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._all: set[_Connection] = set()
+        self._closed = False
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._all)
+
+    async def post(self, url: str | Target, headers: bytes, body: bytes, *,
+                   timeout: float | None = None) -> Response:
+        """POST ``body`` with the pre-encoded ``headers`` (``encode_headers``); the client adds
+        ``Host`` and ``Content-Length``. Raises ``HttpError``, or ``TimeoutError`` after
+        ``timeout`` seconds; never follows redirects."""
+        if self._closed:
+            raise HttpError("the client is closed")
+        where = target(url) if isinstance(url, str) else url
+        data = b"".join((where.head, headers, b"Content-Length: %d\r\n\r\n" % len(body), body))
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            conn = self._take_idle(where.origin)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(where, deadline)
+            try:
+                response = await conn.request(data, deadline)
+            except ConnectionLost as exc:
+                self._discard(conn, abort=True)
+                if reused and not exc.answered:
+                    continue  # a stale keep-alive connection: send again on another one
+                raise
+            except BaseException:  # timeout, cancellation, protocol error: state unknown
+                self._discard(conn, abort=True)
+                raise
+            if response.keep_alive and conn.reusable:
+                self._release(where.origin, conn)
+            else:
+                self._discard(conn)
+            return response
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for conn in list(self._all):
+            conn.close()
+        self._all.clear()
+        self._idle.clear()
+
+    def _take_idle(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            conn = idle.pop()
+            if conn.reusable:
+                return conn
+            self._all.discard(conn)
+        return None
+
+    def _release(self, origin: Origin, conn: _Connection) -> None:
+        idle = self._idle.setdefault(origin, [])
+        if len(idle) >= self._max_idle or self._closed:
+            self._discard(conn)
+        else:
+            idle.append(conn)
+
+    def _discard(self, conn: _Connection, *, abort: bool = False) -> None:
+        conn.close(abort=abort)
+        self._all.discard(conn)
+
+    async def _connect(self, where: Target, deadline: float | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        context: ssl.SSLContext | None = None
+        if where.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        connecting = loop.create_connection(
+            _Connection, where.host, where.port, ssl=context,
+            server_hostname=where.host if context is not None else None)
+        try:
+            if deadline is None:
+                _, conn = await connecting
+            else:  # new connections are rare (keep-alive): wait_for's task is affordable here
+                _, conn = await asyncio.wait_for(connecting, max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise
+        except (OSError, ssl.SSLError, UnicodeError) as exc:
+            raise ConnectFailed(f"cannot connect to {where.host}:{where.port}: "
+                                f"{type(exc).__name__}: {exc}") from None
+        self._all.add(conn)
+        return conn
+
+
+class _Connection(asyncio.Protocol):
+    """One connection; ``request`` sends one request and waits for its complete answer."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Response] | None = None
+        self._buffer = bytearray()
+        self._head: tuple[int, dict[str, str], bool] | None = None  # status, headers, keep-alive
+        self._body_mode = ""  # "length", "chunked" or "close"
+        self._length = 0
+        self._lost = False
+
+    @property
+    def reusable(self) -> bool:
+        return (not self._lost and self._transport is not None
+                and not self._transport.is_closing() and self._waiter is None)
+
+    def close(self, *, abort: bool = False) -> None:
+        if self._transport is not None:
+            if abort:
+                self._transport.abort()
+            else:
+                self._transport.close()
+
+    async def request(self, data: bytes, deadline: float | None = None) -> Response:
+        assert self._transport is not None and self._waiter is None
+        if self._lost or self._transport.is_closing():
+            raise ConnectionLost("the connection was closed")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Response] = loop.create_future()
+        self._waiter = waiter
+        timer = None if deadline is None else loop.call_at(deadline, self._expire, waiter)
+        self._buffer.clear()
+        self._head = None
+        self._transport.write(data)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, waiter: asyncio.Future[Response]) -> None:
+        if not waiter.done():
+            self._lost = True
+            waiter.set_exception(TimeoutError("no complete answer in time"))
+
+    # asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._lost = True  # bytes nobody asked for: this connection cannot be trusted
+            self.close(abort=True)
+            return
+        self._buffer += data
+        try:
+            response = self._parse()
+        except ProtocolError as exc:
+            self._lost = True
+            waiter.set_exception(exc)
+            return
+        if response is not None:
+            if self._buffer:  # more than one answer to one request
+                self._lost = True
+            waiter.set_result(response)
+
+    def eof_received(self) -> bool:
+        self._finish_at_close()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish_at_close()
+        self._lost = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            reason = f"{type(exc).__name__}: {exc}" if exc else "closed by the server"
+            waiter.set_exception(ConnectionLost(f"connection lost before the answer ({reason})",
+                                                answered=bool(self._buffer or self._head)))
+
+    # parsing ------------------------------------------------------------------------------
+    def _finish_at_close(self) -> None:
+        """A read-until-close body ends with the connection."""
+        waiter = self._waiter
+        if (waiter is not None and not waiter.done() and self._head is not None
+                and self._body_mode == "close"):
+            status, headers, _ = self._head
+            self._lost = True
+            waiter.set_result(Response(status, headers, bytes(self._buffer), keep_alive=False))
+
+    def _parse(self) -> Response | None:
+        buffer = self._buffer
+        while self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > _MAX_HEAD:
+                    raise ProtocolError("the answer's head is too large")
+                return None
+            status, headers, keep_alive = _parse_head(bytes(buffer[:end]))
+            del buffer[:end + 4]
+            if 100 <= status < 200:
+                continue  # interim answer (100 Continue...): the real one follows
+            self._head = (status, headers, keep_alive)
+            if status in (204, 304):
+                self._body_mode, self._length = "length", 0
+            elif "chunked" in headers.get("transfer-encoding", "").lower():
+                self._body_mode = "chunked"
+            elif "content-length" in headers:
+                try:
+                    self._length = int(headers["content-length"])
+                except ValueError:
+                    raise ProtocolError("invalid Content-Length") from None
+                if not 0 <= self._length <= _MAX_BODY:
+                    raise ProtocolError("invalid or too large Content-Length")
+                self._body_mode = "length"
+            else:
+                self._body_mode = "close"
+        status, headers, keep_alive = self._head
+        if self._body_mode == "length":
+            if len(buffer) < self._length:
+                return None
+            body = bytes(buffer[:self._length])
+            del buffer[:self._length]
+            return Response(status, headers, body, keep_alive)
+        if self._body_mode == "chunked":
+            parsed = _dechunk(buffer)
+            if parsed is None:
+                return None
+            body, used = parsed
+            del buffer[:used]
+            return Response(status, headers, body, keep_alive)
+        if len(buffer) > _MAX_BODY:
+            raise ProtocolError("the answer's body is too large")
+        return None  # read until close
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ProtocolError(f"malformed header line: {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    connection = headers.get("connection", "").lower()
+    keep_alive = "keep-alive" in connection if parts[0] == "HTTP/1.0" else "close" not in connection
+    return int(parts[1]), headers, keep_alive
+
+
+def _dechunk(buffer: bytearray) -> tuple[bytes, int] | None:
+    """A complete chunked body at the start of ``buffer``: (body, bytes used), else None."""
+    chunks: list[bytes] = []
+    at, total = 0, 0
+    while True:
+        eol = buffer.find(b"\r\n", at)
+        if eol < 0:
+            return None
+        try:
+            size = int(bytes(buffer[at:eol]).split(b";")[0].strip(), 16)
+        except ValueError:
+            raise ProtocolError("invalid chunk size") from None
+        total += size
+        if size < 0 or total > _MAX_BODY:
+            raise ProtocolError("the answer's body is too large")
+        at = eol + 2
+        if size == 0:
+            while True:  # trailer fields, then an empty line
+                eol = buffer.find(b"\r\n", at)
+                if eol < 0:
+                    return None
+                if eol == at:
+                    return b"".join(chunks), eol + 2
+                at = eol + 2
+        if len(buffer) < at + size + 2:
+            return None
+        chunks.append(bytes(buffer[at:at + size]))
+        at += size + 2
