@@ -6,15 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from processor.api import auth, collector, lytics, profiles, registry_routes, testing
 from processor.api.auth import require_token
 from processor.domain.transitions import EntityRef
 from processor.settings import Settings, get_settings
 from processor.state.entities import EntityStore
+from processor.state.reads import ReadConnections
 from processor.state.registry import Registry
 
 
@@ -24,27 +26,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = Redis.from_url(settings.redis_url)
+        app.state.read_connections = ReadConnections(app.state.redis)  # sockets of the reads
         app.state.settings = settings
         try:
             yield
         finally:
+            await app.state.read_connections.aclose()
             await app.state.redis.aclose()
 
     app = FastAPI(title="Signalbox", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
-    for module in (auth, registry_routes, profiles, collector, lytics, testing):
+    # The Profiles Store reads first: routes are matched in order, and they are the hot path.
+    for module in (profiles, auth, registry_routes, collector, lytics, testing):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def limit_declared_body(request: Request, call_next: Any) -> Any:
-        """Refuse a declared body over the limit before reading it (the collector also
-        bounds chunked bodies while reading, see ``limits.read_body``)."""
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > settings.api_max_body_bytes:
-            return JSONResponse(
-                {"detail": f"request body of {length} bytes exceeds {settings.api_max_body_bytes}"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(DeclaredBodyLimit, limit=settings.api_max_body_bytes)
 
     @app.get("/health-all")
     async def health() -> dict[str, Any]:
@@ -66,3 +61,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": 200, "message": "success", "data": data}
 
     return app
+
+
+class DeclaredBodyLimit:
+    """Refuse a declared body over the limit with 413 before it is read (the collector also
+    bounds chunked bodies while reading, see ``limits.read_body``). Plain ASGI rather than
+    ``@app.middleware("http")``, which would run every request through an extra task."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if value.isdigit() and int(value) > self.limit:
+                        detail = f"request body of {value.decode()} bytes exceeds {self.limit}"
+                        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
