@@ -254,7 +254,9 @@ def schema_matches(entity: Mapping[str, Any], vendor: str, name: str, major: int
     schema = entity.get("schema")
     if isinstance(schema, str):
         parts = _schema_parts(schema)
-        return parts is not None and parts[:2] == (vendor, name) and parts[3] == major
+        return (
+            parts is not None and parts[1] == name and parts[0] == vendor and parts[3] == major
+        )
     return entity.get("shred_key") == shred_key(vendor, name, major)
 
 
@@ -265,17 +267,21 @@ def follow_path(data: Any, path: str) -> Any:
             if not isinstance(data, list) or token >= len(data):
                 return None
             data = data[token]
-        elif isinstance(data, Mapping):
+        elif type(data) is dict or isinstance(data, Mapping):  # Mapping, an ABC, is slow to test
             data = data.get(token)
         else:
             return None
     return data
 
 
+# Properties are told apart by their ``type`` tag: isinstance on pydantic models goes through
+# ABCMeta and costs several times more, on every property of every event.
+
+
 def _leaf_value(event: Event, prop: LeafPropertyModel) -> Any:
-    if isinstance(prop, AtomicProperty):
+    if prop.type == "atomic":
         return event.atomic.get(prop.name)
-    if isinstance(prop, EventProperty):
+    if prop.type == "event":
         unstruct = event.unstruct
         if unstruct is None or not schema_matches(
             unstruct, prop.vendor, prop.name, prop.major_version
@@ -294,7 +300,7 @@ def _leaf_value(event: Event, prop: LeafPropertyModel) -> Any:
 
 def resolve(event: Event, prop: PropertyModel) -> Any:
     """The property's value in ``event`` (None when absent), ``date_part`` applied."""
-    if isinstance(prop, CalculatedProperty):
+    if prop.type == "calculated":
         return _calculate(event, prop)
     value = _leaf_value(event, prop)
     if prop.date_part is None or value is None:
@@ -519,6 +525,8 @@ def attribute_key_value(event: Event, key: AttributeKey) -> str | None:
         value = event.atomic.get(field)
         if value is None and event.stream is not None:
             value = event.fields.get(field)
+    if type(value) is str:  # the usual id, as it is
+        return value or None
     if value is None or isinstance(value, dict | list):
         return None
     return to_text(value) or None

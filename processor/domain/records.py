@@ -7,7 +7,7 @@ the stream's name and maybe ``timestamp_field``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from processor.domain.events import (
     Event,
@@ -20,15 +20,16 @@ from processor.domain.events import (
 SNOWPLOW_STREAM = "snowplow"  # the value of the ``stream`` header our collector sets
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """What a preview needs of one stream record: its bytes and how the worker would decode it."""
+class RawRecord(NamedTuple):
+    """What a preview needs of one stream record: its bytes and how the worker would decode it.
+
+    A named tuple rather than a frozen dataclass: the worker builds one per record, and a tuple
+    is built in a third of the time."""
 
     value: bytes
     timestamp_ms: int  # the record's produce time (<= 0: unknown)
     stream: str | None = None  # the ``stream`` header
     timestamp_field: str | None = None  # the ``timestamp_field`` header
-
 
 
 def decode_record(record: RawRecord, *, now_ms: int, max_bytes: int = 1_000_000) -> Event:
