@@ -143,67 +143,90 @@ def present(value: Any) -> Any:
     return value
 
 
-def _any_value(value: Any) -> Any:
-    return value
+# -- per-kind partials: new entry, fold, read ------------------------------------------------
+# ``fold(entry, value, ts)`` folds one event's raw value into one entry and returns True, or
+# returns False, leaving the entry alone, when the kind cannot use the value (``prepare``
+# gives SKIP for it). Checking and updating in one call keeps the hot path short; ``prepare``
+# states the same rule for the reference model and for the rare paths that must know before
+# folding (a TTL reset, a new bucket).
 
 
-# -- per-kind partials: new entry, update, combine -------------------------------------------
-# ``update(entry, prepared, ts)`` mutates one entry; ``combine(spec, entries, now)`` turns
-# the non-empty list of entries in scope (oldest bucket first) into the attribute value.
-
-
-def _inc(e: Entry, _v: Any, _ts: int) -> None:
+def _inc(e: Entry, _v: Any, _ts: int) -> bool:
     e[1] += 1
+    return True
 
 
-def _add(e: Entry, v: Any, _ts: int) -> None:
-    e[1] += v
+def _add(e: Entry, v: Any, _ts: int) -> bool:
+    if type(v) is int or (type(v) is float and v - v == 0.0):  # numeric(v)
+        e[1] += v
+        return True
+    return False
 
 
-def _add_mean(e: Entry, v: Any, _ts: int) -> None:
-    e[1] += v
-    e[2] += 1
+def _add_mean(e: Entry, v: Any, _ts: int) -> bool:
+    if type(v) is int or (type(v) is float and v - v == 0.0):  # numeric(v)
+        e[1] += v
+        e[2] += 1
+        return True
+    return False
 
 
-def _lower(e: Entry, v: Any, _ts: int) -> None:
-    if e[1] is None or v < e[1]:
-        e[1] = v
+def _lower(e: Entry, v: Any, _ts: int) -> bool:
+    if type(v) is int or (type(v) is float and v - v == 0.0):  # numeric(v)
+        if e[1] is None or v < e[1]:
+            e[1] = v
+        return True
+    return False
 
 
-def _higher(e: Entry, v: Any, _ts: int) -> None:
-    if e[1] is None or v > e[1]:
-        e[1] = v
+def _higher(e: Entry, v: Any, _ts: int) -> bool:
+    if type(v) is int or (type(v) is float and v - v == 0.0):  # numeric(v)
+        if e[1] is None or v > e[1]:
+            e[1] = v
+        return True
+    return False
 
 
-def _earlier(e: Entry, v: Any, ts: int) -> None:
+def _earlier(e: Entry, v: Any, ts: int) -> bool:
+    if v is None or (type(v) is float and v - v != 0.0):  # present(v) is SKIP
+        return False
     if e[1] is None or ts < e[1]:
         e[1] = ts
         e[2] = v
+    return True
 
 
-def _later(e: Entry, v: Any, ts: int) -> None:
+def _later(e: Entry, v: Any, ts: int) -> bool:
+    if v is None or (type(v) is float and v - v != 0.0):  # present(v) is SKIP
+        return False
     if e[1] is None or ts >= e[1]:
         e[1] = ts
         e[2] = v
+    return True
 
 
-def _oldest_ts(e: Entry, _v: Any, ts: int) -> None:
+def _oldest_ts(e: Entry, _v: Any, ts: int) -> bool:
     if e[1] is None or ts < e[1]:
         e[1] = ts
+    return True
 
 
-def _newest_ts(e: Entry, _v: Any, ts: int) -> None:
+def _newest_ts(e: Entry, _v: Any, ts: int) -> bool:
     if e[1] is None or ts > e[1]:
         e[1] = ts
+    return True
 
 
-def _sighting(e: Entry, key: str, ts: int) -> None:
+def _sighting(e: Entry, v: Any, ts: int) -> bool:
     """unique_list: keep the dict ordered by (newest sighting ts, order applied)."""
+    key = value_key(v)
+    if key is SKIP:
+        return False
     seen = e[1]
     old = seen.get(key)
     if old is not None:
         if ts < old:
-            return
+            return True
         del seen[key]
     if e[2] is None or ts >= e[2]:
         e[2] = ts
@@ -218,21 +241,39 @@ def _sighting(e: Entry, key: str, ts: int) -> None:
         seen.update(items)
     if len(seen) > MAX_TRACKED:
         del seen[next(iter(seen))]
+    return True
 
 
-def _tally(e: Entry, key: str, _ts: int) -> None:
+def _tally(e: Entry, v: Any, _ts: int) -> bool:
+    key = value_key(v)
+    if key is SKIP:
+        return False
     counts = e[1]
     n = counts.get(key)
     if n is not None:
         counts[key] = n + 1
-        return
-    if len(counts) >= MAX_TRACKED:
-        del counts[min(counts, key=counts.__getitem__)]
-    counts[key] = 1
+    else:
+        if len(counts) >= MAX_TRACKED:
+            del counts[min(counts, key=counts.__getitem__)]
+        counts[key] = 1
+    return True
 
 
-def _sketch_add(e: Entry, key: str, _ts: int) -> None:
+def _sketch_add(e: Entry, v: Any, _ts: int) -> bool:
+    key = value_key(v)
+    if key is SKIP:
+        return False
     hll.add(e[1], key)
+    return True
+
+
+# ``one(spec, entry, now)`` turns the single entry in scope (a lifetime state, or a window with
+# one bucket in it: most reads) into the value; ``combine(spec, entries, now)`` does the same for
+# two or more entries in scope, oldest bucket first.
+
+
+def _partial(_s: AggSpec, e: Entry, _now: int) -> Any:
+    return e[1]
 
 
 def _total(_s: AggSpec, es: list[Entry], _now: int) -> Any:
@@ -247,8 +288,16 @@ def _max(_s: AggSpec, es: list[Entry], _now: int) -> Any:
     return max(e[1] for e in es)
 
 
+def _mean_one(_s: AggSpec, e: Entry, _now: int) -> Any:
+    return e[1] / e[2]
+
+
 def _mean(_s: AggSpec, es: list[Entry], _now: int) -> Any:
     return sum(e[1] for e in es) / sum(e[2] for e in es)
+
+
+def _value_one(_s: AggSpec, e: Entry, _now: int) -> Any:
+    return e[2]
 
 
 def _first_value(_s: AggSpec, es: list[Entry], _now: int) -> Any:
@@ -259,17 +308,24 @@ def _last_value(_s: AggSpec, es: list[Entry], _now: int) -> Any:
     return es[-1][2]
 
 
+def _since_one(spec: AggSpec, e: Entry, now: int) -> float:
+    newest: int = e[1]
+    return max(0.0, (now - newest) / spec.unit_ms)
+
+
 def _since_first(spec: AggSpec, es: list[Entry], now: int) -> float:
-    return max(0.0, (now - es[0][1]) / spec.unit_ms)
+    return _since_one(spec, es[0], now)
 
 
 def _since_last(spec: AggSpec, es: list[Entry], now: int) -> float:
-    return max(0.0, (now - es[-1][1]) / spec.unit_ms)
+    return _since_one(spec, es[-1], now)
+
+
+def _unique_one(_s: AggSpec, e: Entry, _now: int) -> list[Any]:
+    return [key_value(k) for k in e[1]]
 
 
 def _unique(_s: AggSpec, es: list[Entry], _now: int) -> list[Any]:
-    if len(es) == 1:
-        return [key_value(k) for k in es[0][1]]
     merged: dict[str, None] = {}
     for e in es:  # later buckets hold later sightings: moving to the end keeps recency
         for k in e[1]:
@@ -279,8 +335,6 @@ def _unique(_s: AggSpec, es: list[Entry], _now: int) -> list[Any]:
 
 
 def _merged_counts(es: list[Entry]) -> dict[str, int]:
-    if len(es) == 1:
-        return es[0][1]  # type: ignore[no-any-return]
     merged: dict[str, int] = {}
     for e in es:
         for k, n in e[1].items():
@@ -288,18 +342,15 @@ def _merged_counts(es: list[Entry]) -> dict[str, int]:
     return merged
 
 
-def _most(_s: AggSpec, es: list[Entry], _now: int) -> Any:
-    counts = _merged_counts(es)
+def _most_of(counts: dict[str, int]) -> Any:
     return key_value(max(counts, key=counts.__getitem__))
 
 
-def _least(_s: AggSpec, es: list[Entry], _now: int) -> Any:
-    counts = _merged_counts(es)
+def _least_of(counts: dict[str, int]) -> Any:
     return key_value(min(counts, key=counts.__getitem__))
 
 
-def _categories(_s: AggSpec, es: list[Entry], _now: int) -> dict[str, int]:
-    counts = _merged_counts(es)
+def _categories_of(counts: dict[str, int]) -> dict[str, int]:
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:MAX_TRACKED]
     out: dict[str, int] = {}
     for k, n in top:
@@ -315,31 +366,40 @@ def _distinct(_s: AggSpec, es: list[Entry], _now: int) -> int:
 @dataclass(frozen=True, slots=True)
 class _Kind:
     new: Callable[[int | None], Entry]
-    prepare: Callable[[Any], Any]
-    update: Callable[[Entry, Any, int], None]
+    prepare: Callable[[Any], Any] | None  # None: the kind uses no value (every event counts)
+    fold: Callable[[Entry, Any, int], bool]
+    one: Callable[[AggSpec, Entry, int], Any]
     combine: Callable[[AggSpec, list[Entry], int], Any]
 
 
 _KINDS: dict[str, _Kind] = {
-    "counter": _Kind(lambda b: [b, 0], _any_value, _inc, _total),
-    "sum": _Kind(lambda b: [b, 0], numeric, _add, _total),
-    "min": _Kind(lambda b: [b, None], numeric, _lower, _min),
-    "max": _Kind(lambda b: [b, None], numeric, _higher, _max),
-    "mean": _Kind(lambda b: [b, 0, 0], numeric, _add_mean, _mean),
-    "first": _Kind(lambda b: [b, None, None], present, _earlier, _first_value),
-    "last": _Kind(lambda b: [b, None, None], present, _later, _last_value),
-    "unique_list": _Kind(lambda b: [b, {}, None], value_key, _sighting, _unique),
-    "most_frequent": _Kind(lambda b: [b, {}], value_key, _tally, _most),
-    "least_frequent": _Kind(lambda b: [b, {}], value_key, _tally, _least),
-    "category_count": _Kind(lambda b: [b, {}], value_key, _tally, _categories),
+    "counter": _Kind(lambda b: [b, 0], None, _inc, _partial, _total),
+    "sum": _Kind(lambda b: [b, 0], numeric, _add, _partial, _total),
+    "min": _Kind(lambda b: [b, None], numeric, _lower, _partial, _min),
+    "max": _Kind(lambda b: [b, None], numeric, _higher, _partial, _max),
+    "mean": _Kind(lambda b: [b, 0, 0], numeric, _add_mean, _mean_one, _mean),
+    "first": _Kind(lambda b: [b, None, None], present, _earlier, _value_one, _first_value),
+    "last": _Kind(lambda b: [b, None, None], present, _later, _value_one, _last_value),
+    "unique_list": _Kind(lambda b: [b, {}, None], value_key, _sighting, _unique_one, _unique),
+    "most_frequent": _Kind(lambda b: [b, {}], value_key, _tally,
+                           lambda _s, e, _n: _most_of(e[1]),
+                           lambda _s, es, _n: _most_of(_merged_counts(es))),
+    "least_frequent": _Kind(lambda b: [b, {}], value_key, _tally,
+                            lambda _s, e, _n: _least_of(e[1]),
+                            lambda _s, es, _n: _least_of(_merged_counts(es))),
+    "category_count": _Kind(lambda b: [b, {}], value_key, _tally,
+                            lambda _s, e, _n: _categories_of(e[1]),
+                            lambda _s, es, _n: _categories_of(_merged_counts(es))),
     "approx_count_distinct": _Kind(lambda b: [b, hll.new_sketch()], value_key, _sketch_add,
-                                   _distinct),
-    "time_since_last": _Kind(lambda b: [b, None], _any_value, _newest_ts, _since_last),
-    "time_since_first": _Kind(lambda b: [b, None], _any_value, _oldest_ts, _since_first),
+                                   lambda _s, e, _n: hll.count(e[1]), _distinct),
+    "time_since_last": _Kind(lambda b: [b, None], None, _newest_ts, _since_one, _since_last),
+    "time_since_first": _Kind(lambda b: [b, None], None, _oldest_ts, _since_one, _since_first),
 }  # fmt: skip
 
 
 # -- the spec and the public state machine -------------------------------------------------
+
+Step = Callable[[State | None, Any, int], State]
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +408,9 @@ class AggSpec:
 
     ``period_ms`` None = lifetime. ``ttl_ms`` only with lifetime. ``time_unit`` is
     required by time_since_* and refused elsewhere. Raises ValueError when invalid.
-    ``bucket_ms``, ``span`` (see ``windows``), ``unit_ms``, ``ops`` and ``run`` are derived
-    here so that ``apply`` does no lookup by kind on the hot path.
+    ``bucket_ms``, ``span`` (see ``windows``), ``unit_ms``, ``ops``, ``uses_value`` (False:
+    the kind ignores the value, so callers need not resolve it) and ``step`` (``apply`` with
+    the kind's functions bound) are derived here so that the hot path does no lookup by kind.
     """
 
     kind: str
@@ -361,7 +422,8 @@ class AggSpec:
     span: int = field(init=False, repr=False, compare=False)
     unit_ms: int = field(init=False, repr=False, compare=False)
     ops: _Kind = field(init=False, repr=False, compare=False)
-    run: Callable[[AggSpec, State, Any, int], State] = field(init=False, repr=False, compare=False)
+    uses_value: bool = field(init=False, repr=False, compare=False)
+    step: Step = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ops = _KINDS.get(self.kind)
@@ -387,7 +449,9 @@ class AggSpec:
         setter(self, "span", span)
         setter(self, "unit_ms", TIME_UNITS_MS.get(self.time_unit or "", 1))
         setter(self, "ops", ops)
-        setter(self, "run", _apply_lifetime if self.period_ms is None else _apply_window)
+        setter(self, "uses_value", ops.prepare is not None)
+        step = _lifetime_step(ops, self.ttl_ms) if self.period_ms is None else _window_step(ops, width, span)
+        setter(self, "step", step)
 
 
 def new_state(spec: AggSpec) -> State:
@@ -395,39 +459,49 @@ def new_state(spec: AggSpec) -> State:
     return spec.ops.new(None) if spec.period_ms is None else []
 
 
-def apply(spec: AggSpec, state: State, value: Any, ts_ms: int) -> State:
-    """Fold one matching event into ``state``; returns the state to keep (see module doc)."""
-    return spec.run(spec, state, value, ts_ms)
+def apply(spec: AggSpec, state: State | None, value: Any, ts_ms: int) -> State:
+    """Fold one matching event into ``state`` (None: a new state); returns the state to keep
+    (see module doc)."""
+    return spec.step(state, value, ts_ms)
 
 
-def _apply_lifetime(spec: AggSpec, state: State, value: Any, ts: int) -> State:
-    ops = spec.ops
-    prepared = ops.prepare(value)
-    if prepared is SKIP:
+def _lifetime_step(ops: _Kind, ttl_ms: int | None) -> Step:
+    new, prepare, fold = ops.new, ops.prepare, ops.fold
+
+    def step(state: State | None, value: Any, ts: int) -> State:
+        if state is None:
+            state = new(None)
+        elif ttl_ms is not None and state[0] is not None and ts - state[0] > ttl_ms:
+            if prepare is not None and prepare(value) is SKIP:
+                return state  # a no-op, not even a TTL refresh
+            state = new(None)  # the old value had expired before this event
+        if fold(state, value, ts):
+            newest = state[0]
+            if newest is None or ts > newest:
+                state[0] = ts
         return state
-    newest = state[0]
-    if newest is None or ts > newest:
-        if newest is not None and spec.ttl_ms is not None and ts - newest > spec.ttl_ms:
-            state = ops.new(ts)
-        else:
-            state[0] = ts
-    ops.update(state, prepared, ts)
-    return state
+
+    return step
 
 
-def _apply_window(spec: AggSpec, state: State, value: Any, ts: int) -> State:
-    ops = spec.ops
-    prepared = ops.prepare(value)
-    if prepared is SKIP:
+def _window_step(ops: _Kind, width: int, span: int) -> Step:
+    new, prepare, fold = ops.new, ops.prepare, ops.fold
+
+    def step(state: State | None, value: Any, ts: int) -> State:
+        if state is None:
+            state = []
+        bucket = ts // width
+        if state and state[-1][0] == bucket:
+            fold(state[-1], value, ts)  # same bucket as the newest: the hot path
+            return state
+        if prepare is not None and prepare(value) is SKIP:
+            return state  # an unusable value creates no bucket
+        entry = bucket_entry(state, bucket, span, new)
+        if entry is not None:
+            fold(entry, value, ts)
         return state
-    bucket = ts // spec.bucket_ms
-    if state and state[-1][0] == bucket:
-        ops.update(state[-1], prepared, ts)  # same bucket as the newest: the hot path
-        return state
-    entry = bucket_entry(state, bucket, spec.span, ops.new)
-    if entry is not None:
-        ops.update(entry, prepared, ts)
-    return state
+
+    return step
 
 
 def read(spec: AggSpec, state: State, now_ms: int) -> Any:
@@ -442,11 +516,13 @@ def read(spec: AggSpec, state: State, now_ms: int) -> Any:
             return spec.default_value
         if spec.ttl_ms is not None and now_ms - newest > spec.ttl_ms:
             return None
-        return spec.ops.combine(spec, [state], now_ms)
+        return spec.ops.one(spec, state, now_ms)
     lo, hi = window_bounds(spec.period_ms, spec.bucket_ms, now_ms)
     entries = entries_in_window(state, lo, hi)
     if not entries:
         return spec.default_value
+    if len(entries) == 1:
+        return spec.ops.one(spec, entries[0], now_ms)
     return spec.ops.combine(spec, entries, now_ms)
 
 
@@ -481,8 +557,9 @@ def reference_value(spec: AggSpec, events: list[tuple[Any, int]], now_ms: int) -
     ``now_ms`` not earlier than the start of the newest event's bucket (see ``read``).
     """
     usable: list[Event] = []
+    prepare = spec.ops.prepare
     for i, (value, ts) in enumerate(events):
-        prepared = spec.ops.prepare(value)
+        prepared = value if prepare is None else prepare(value)
         if prepared is not SKIP:
             usable.append((i, prepared, ts))
     if spec.period_ms is None:

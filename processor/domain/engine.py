@@ -6,13 +6,20 @@ back what changed. The same function serves the reference path in tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from processor.domain import aggregations
 from processor.domain.entity import EntityState
 from processor.domain.events import Event
-from processor.domain.topology import CompiledEventLog, CompiledGroup, CompiledSegment, Topology
+from processor.domain.properties import matches_criteria
+from processor.domain.topology import (
+    CompiledAttribute,
+    CompiledEventLog,
+    CompiledSegment,
+    Selection,
+    Topology,
+)
 from processor.domain.transitions import EntityRef, Transition, TransitionKind, transition_id
 from processor.segmentql import SegmentQLError, evaluate, next_boundary
 
@@ -44,10 +51,15 @@ def apply_event(
     key = state.ref.key
     state.add_identifiers(identifiers if identifiers is not None else event_identifiers(event, topology))
     changed = _merge_profile(state, event)
-    for group in topology.groups_for(key):
-        _update_group(state, group, event, changed)
-    for log in topology.event_logs_for(key):
-        _append_to_log(state, log, event)
+    selection = topology.attributes_for(key, event)
+    passed = _update_attributes(state, selection, event)
+    if topology.event_logs:
+        for log in topology.event_logs_for(key):
+            _append_to_log(state, log, event)
+    if not topology.segments:
+        return []  # nothing reads what changed
+    changed.update(selection.names)
+    changed.update(a.name for a in passed)
     if state.stored and changed.isdisjoint(topology.segment_fields(key)):
         return []
     return evaluate_segments(state, topology, cause=cause, now_ms=now_ms, at_ms=event.timestamp_ms,
@@ -81,19 +93,44 @@ def _merge_profile(state: EntityState, event: Event) -> set[str]:
     return changed
 
 
-def _update_group(state: EntityState, group: CompiledGroup, event: Event, changed: set[str]) -> None:
-    values: dict[str, Any] = {}  # property -> value, resolved once per event
-    for attribute in group.attributes_for(event):
-        if not attribute.passes_criteria(event):
-            continue
-        key = attribute.value_key
-        value = values[key] if key in values else values.setdefault(key, attribute.value_of(event))
-        slot = (group.name, group.version, attribute.name)
-        current = state.attributes.get(slot)
-        if current is None:
-            current = aggregations.new_state(attribute.spec)
-        state.set_attribute(slot, aggregations.apply(attribute.spec, current, value, event.timestamp_ms))
-        changed.add(attribute.name)
+def _update_attributes(state: EntityState, selection: Selection, event: Event) -> list[CompiledAttribute]:
+    """Fold ``event`` into the selected attributes that pass their criteria and mark them
+    dirty; return the conditional ones that passed (their names changed, like the plain ones)."""
+    resolved: dict[str, Any] = {}  # property -> value, resolved once per event
+    _fold(state, selection.plain, event, resolved)
+    state.mark_attributes(selection.slots)
+    if not selection.conditional:
+        return []
+    passed = [a for a in selection.conditional if matches_criteria(event, a.criteria)]
+    if passed:
+        _fold(state, passed, event, resolved)
+        state.mark_attributes(tuple(a.slot for a in passed))
+    return passed
+
+
+def _fold(
+    state: EntityState, attributes: Sequence[CompiledAttribute], event: Event, resolved: dict[str, Any]
+) -> None:
+    """The hot loop (about a dozen attributes per event): per-attribute work is kept minimal,
+    and the caller marks what changed."""
+    ts = event.timestamp_ms
+    atomic = event.atomic
+    stored = state.attributes
+    for attribute in attributes:
+        spec = attribute.spec
+        if not spec.uses_value:
+            value = None
+        elif attribute.atomic is not None:
+            value = atomic.get(attribute.atomic)
+        else:
+            key = attribute.value_key
+            value = resolved[key] if key in resolved else resolved.setdefault(key, attribute.value_of(event))
+        slot = attribute.slot
+        current = stored.get(slot)
+        step = spec.step  # a plain load: spec.step(...) would look it up as a method first
+        updated = step(current, value, ts)
+        if updated is not current:  # a new state, or a TTL reset; most are updated in place
+            stored[slot] = updated
 
 
 def _append_to_log(state: EntityState, log: CompiledEventLog, event: Event) -> None:

@@ -16,7 +16,8 @@ class EntityState:
     """Mutable state of one entity; every mutation goes through a method that marks it dirty."""
 
     __slots__ = ("ref", "watermarks", "attributes", "profile", "members", "identifiers", "dirty",
-                 "stored", "event_logs")
+                 "dirty_slots", "dirty_runs", "dirty_profile", "dirty_watermarks", "stored",
+                 "event_logs")
 
     def __init__(self, ref: EntityRef) -> None:
         self.ref = ref
@@ -31,9 +32,16 @@ class EntityState:
         self.identifiers: dict[str, str] = {}
         # event log name -> recent entries {"ts", "event", "properties"}, oldest first
         self.event_logs: dict[str, list[dict[str, Any]]] = {}
-        # what changed since the last write: ("a", key) / ("p", name) / ("m", id) / ("ids", "")
-        # / ("wm", (topic, partition))
-        self.dirty: set[tuple[str, Any]] = set()
+        # What changed since the last write. Attributes, profile fields and watermarks change
+        # on every event, so each has its own record (no tagged tuple to build and hash per
+        # change); the rest: ("m", id) / ("l", name) / ("ids", ""). Attribute slots come one by
+        # one (``set_attribute``) or as runs marked together (``mark_attributes``: the same
+        # dozen slots for each event of a kind), merged only when read (``dirty_attributes``).
+        self.dirty_slots: set[tuple[str, int, str]] = set()
+        self.dirty_runs: list[tuple[tuple[str, int, str], ...]] = []
+        self.dirty_profile: set[str] = set()
+        self.dirty_watermarks: set[tuple[str, int]] = set()
+        self.dirty: set[tuple[str, str]] = set()
         # False until the entity has been written once (it then joins its partition's index)
         self.stored = False
 
@@ -43,16 +51,34 @@ class EntityState:
         return applied is not None and offset <= applied
 
     def advance(self, topic: str, partition: int, offset: int) -> None:
-        self.watermarks[(topic, partition)] = offset
-        self.dirty.add(("wm", (topic, partition)))
+        key = (topic, partition)
+        self.watermarks[key] = offset
+        self.dirty_watermarks.add(key)
 
     def clear_dirty(self) -> None:
         """Forget what changed: the state layer has taken it for writing."""
+        self.dirty_slots.clear()
+        self.dirty_runs.clear()
+        self.dirty_profile.clear()
+        self.dirty_watermarks.clear()
         self.dirty.clear()
 
     def set_attribute(self, key: tuple[str, int, str], state: Any) -> None:
         self.attributes[key] = state
-        self.dirty.add(("a", key))
+        self.dirty_slots.add(key)
+
+    def mark_attributes(self, keys: tuple[tuple[str, int, str], ...]) -> None:
+        """Mark attributes changed whose states were updated in place in ``attributes`` (the
+        engine's hot path). ``keys`` is kept as given (not copied): it must not change."""
+        self.dirty_runs.append(keys)
+
+    def dirty_attributes(self) -> set[tuple[str, int, str]]:
+        """Every attribute slot changed since the last write."""
+        slots = set(self.dirty_slots)
+        # Events of one kind mark the very same tuple: merge each distinct one once.
+        for run in {id(run): run for run in self.dirty_runs}.values():
+            slots.update(run)
+        return slots
 
     def set_profile(self, name: str, value: Any, ts_ms: int) -> bool:
         """Set a profile field unless a later event already set it; return whether it changed."""
@@ -61,10 +87,10 @@ class EntityState:
             return False
         if current is not None and current[0] == value:
             current[1] = ts_ms
-            self.dirty.add(("p", name))
+            self.dirty_profile.add(name)
             return False
         self.profile[name] = [value, ts_ms]
-        self.dirty.add(("p", name))
+        self.dirty_profile.add(name)
         return True
 
     def set_member(self, segment_id: str, member: bool) -> None:

@@ -17,6 +17,7 @@ from processor.domain.definitions import (
     Attribute,
     AttributeGroup,
     AttributeKey,
+    Criteria,
     EventLog,
     EventSelection,
     output_key,
@@ -31,12 +32,24 @@ from processor.segmentql import Statement, included_segments, parse, referenced_
 
 @dataclass(frozen=True, slots=True)
 class KeyDef:
-    """An attribute key in use: how to find the entity id of an event."""
+    """An attribute key in use: how to find the entity id of an event.
+
+    ``column`` is the atomic column of a built-in key (None for a custom key's property).
+    """
 
     name: str
     definition: AttributeKey
+    column: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        column = self.definition.source_field() if self.definition.property is None else None
+        object.__setattr__(self, "column", column)  # frozen: derived once, here
 
     def value_of(self, event: Event) -> str | None:
+        if self.column is not None:
+            value = event.atomic.get(self.column)
+            if type(value) is str:  # the common case, called twice per event: skip the general rules
+                return value or None
         return properties.attribute_key_value(event, self.definition)
 
 
@@ -46,7 +59,8 @@ class CompiledAttribute:
 
     ``value_key`` names the property (equal properties share it), so a group resolves each
     distinct property once per event; ``atomic`` is set for a plain atomic column, read
-    straight from the event.
+    straight from the event. ``slot`` is where the entity keeps its state
+    (``EntityState.attributes``); ``criteria`` is the definition's, None when there is none.
     """
 
     name: str
@@ -54,19 +68,42 @@ class CompiledAttribute:
     definition: Attribute
     value_key: str
     atomic: str | None
+    slot: tuple[str, int, str]
+    criteria: Criteria | None = None
 
     def selects(self, event: Event) -> bool:
         return properties.matches_events(event, self.definition.events)
 
     def passes_criteria(self, event: Event) -> bool:
-        criteria = self.definition.criteria
-        return criteria is None or properties.matches_criteria(event, criteria)
+        return self.criteria is None or properties.matches_criteria(event, self.criteria)
 
     def value_of(self, event: Event) -> Any:
         if self.atomic is not None:
             return event.atomic.get(self.atomic)
         prop = self.definition.property
         return None if prop is None else properties.resolve(event, prop)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The attributes of one entity key that take one kind of event, as the engine folds them.
+
+    ``plain`` ones have no criteria: every such event updates them, so their slots and names
+    are listed here once (the engine marks them in bulk). ``conditional`` ones apply only to
+    the events that pass their criteria.
+    """
+
+    plain: tuple[CompiledAttribute, ...]
+    conditional: tuple[CompiledAttribute, ...]
+    slots: tuple[tuple[str, int, str], ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, attributes: Iterable[CompiledAttribute]) -> Selection:
+        attributes = tuple(attributes)
+        plain = tuple(a for a in attributes if a.criteria is None)
+        conditional = tuple(a for a in attributes if a.criteria is not None)
+        return cls(plain, conditional, tuple(a.slot for a in plain), tuple(a.name for a in plain))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +176,32 @@ class Topology:
     _segment_fields: dict[str, frozenset[str]] = field(default_factory=dict)
     _attribute_index: dict[str, dict[str, tuple[tuple[str, int, str], aggregations.AggSpec]]] = field(
         default_factory=dict)
+    _event_logs_by_key: dict[str, tuple[CompiledEventLog, ...]] = field(default_factory=dict)
+    # (key, event name, vendor, version) -> the attributes of the key's groups taking such events
+    _selected: dict[tuple[str, str | None, str | None, str | None], Selection] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def groups_for(self, key: str) -> tuple[CompiledGroup, ...]:
         return self._groups_by_key.get(key, ())
 
+    def attributes_for(self, key: str, event: Event) -> Selection:
+        """The attributes of ``key``'s groups that take ``event``.
+
+        Cached per kind of event, like ``CompiledGroup.attributes_for``, unless a group's
+        selectors depend on more than the kind."""
+        kind = (key, event.name, event.vendor, event.version)
+        selected = self._selected.get(kind)
+        if selected is None:
+            groups = self.groups_for(key)
+            selected = Selection.of(a for group in groups for a in group.attributes_for(event))
+            if all(group.cacheable for group in groups):
+                if len(self._selected) > 10_000:
+                    self._selected.clear()
+                self._selected[kind] = selected
+        return selected
+
     def event_logs_for(self, key: str) -> tuple[CompiledEventLog, ...]:
-        return tuple(log for log in self.event_logs if log.key == key)
+        return self._event_logs_by_key.get(key, ())
 
     def segments_for(self, key: str) -> tuple[CompiledSegment, ...]:
         return self._segments_by_key.get(key, ())
@@ -190,9 +247,9 @@ def compile_topology(
     compiled_groups = tuple(compile_group(g) for g in groups)
     compiled_segments = _order_segments([_compile_segment(s) for s in segments])
     known = {k.name: k for k in custom_keys}
-    for group in groups:  # a group body may carry its custom key inline (never POSTed alone)
-        if group.attribute_key.property is not None:
-            known.setdefault(group.attribute_key.name, group.attribute_key)
+    for definition in groups:  # a group body may carry its custom key inline (never POSTed alone)
+        if definition.attribute_key.property is not None:
+            known.setdefault(definition.attribute_key.name, definition.attribute_key)
     logs = tuple(
         CompiledEventLog(log.name, log.attribute_key.name, tuple(log.events), log.max_events,
                          log.max_age_seconds * 1000)
@@ -227,6 +284,7 @@ def compile_topology(
         _segment_refs=refs,
         _segment_fields=fields_by_key,
         _attribute_index=index,
+        _event_logs_by_key={key.name: tuple(log for log in logs if log.key == key.name) for key in keys},
     )
 
 
@@ -242,7 +300,8 @@ def _compile_attribute(attribute: Attribute, group: AttributeGroup) -> CompiledA
     plain_atomic = isinstance(prop, AtomicProperty) and prop.date_part is None
     value_key = "" if prop is None else prop.model_dump_json()
     return CompiledAttribute(attribute.name, spec_for(attribute, group), attribute, value_key,
-                             prop.name if plain_atomic else None)  # type: ignore[union-attr]
+                             prop.name if plain_atomic else None,  # type: ignore[union-attr]
+                             (group.name, group.version, attribute.name), attribute.criteria)
 
 
 def entity_key_of(group: AttributeGroup) -> str:

@@ -11,9 +11,18 @@ from processor.domain.transitions import EntityRef
 from processor.state import keys
 
 DELETE = None  # the write script deletes a field whose value is JSON null
-# (group, version, attribute) -> hash field name; formatting it per write costs more than the
-# JSON of a small state. Bounded by the number of published attributes.
-_ATTRIBUTE_FIELDS: dict[tuple[str, int, str], str] = {}
+
+
+class _AttributeFields(dict[tuple[str, int, str], str]):
+    """(group, version, attribute) -> hash field name; formatting it per write costs more than
+    the JSON of a small state. Bounded by the number of published attributes."""
+
+    def __missing__(self, slot: tuple[str, int, str]) -> str:
+        field = self[slot] = keys.attribute_field(*slot)
+        return field
+
+
+_ATTRIBUTE_FIELDS = _AttributeFields()
 
 
 def decode_entity(ref: EntityRef, raw: dict[bytes, bytes]) -> EntityState:
@@ -43,21 +52,21 @@ def decode_entity(ref: EntityRef, raw: dict[bytes, bytes]) -> EntityState:
 def dirty_fields(state: EntityState) -> dict[str, str | None]:
     """The changed fields of ``state`` as hash field -> stored text (``DELETE`` to remove)."""
     out: dict[str, str | None] = {}
+    attributes = state.attributes
+    fields = _ATTRIBUTE_FIELDS
+    for slot in state.dirty_attributes():
+        out[fields[slot]] = orjson.dumps(attributes[slot]).decode()
+    profile = state.profile
+    for name in state.dirty_profile:
+        out[keys.profile_field(name)] = orjson.dumps(profile[name]).decode()
     for kind, name in state.dirty:
-        if kind == "a":
-            field = _ATTRIBUTE_FIELDS.get(name)
-            if field is None:
-                field = _ATTRIBUTE_FIELDS[name] = keys.attribute_field(*name)
-            out[field] = _dumps(state.attributes[name])
-        elif kind == "p":
-            out[keys.profile_field(name)] = _dumps(state.profile[name])
-        elif kind == "m":
+        if kind == "m":
             out[keys.member_field(name)] = "1" if state.members.get(name) else DELETE
         elif kind == "ids":
             out[keys.IDENTIFIERS_FIELD] = _dumps(state.identifiers)
         elif kind == "l":
             out[keys.event_log_field(name)] = _dumps(state.event_logs[name])
-        # "wm" entries travel separately (watermark_args), checked by the write script
+    # watermarks travel separately (watermark_args), checked by the write script
     return out
 
 
@@ -65,11 +74,7 @@ def watermark_args(state: EntityState) -> dict[str, int]:
     """The watermarks this write advances. Only those are checked by the write script: an
     entity fed from several source partitions must not be refused for the ones it did not
     touch in this batch."""
-    return {
-        keys.watermark_field(*name): state.watermarks[name]
-        for kind, name in state.dirty
-        if kind == "wm"
-    }
+    return {keys.watermark_field(*key): state.watermarks[key] for key in state.dirty_watermarks}
 
 
 def dirty_payload(state: EntityState) -> bytes:
