@@ -78,6 +78,10 @@ CACHE_MAX_ENTITIES = 200_000
 GC_YOUNG_THRESHOLD = 50_000
 DUE_BATCH = 1000
 REEVAL_PAGE = 200  # entities per partition per scheduler tick: bounds the background rate
+# Records decoded or applied between two yields to the event loop. Decoding and applying are
+# synchronous, and the previous batch's write only moves (socket writes, replies) while the loop
+# runs: without these yields it would start only when the next batch waits for it.
+YIELD_EVERY = 200
 T = TypeVar("T")
 
 Record = ConsumerRecord[bytes, bytes]
@@ -248,7 +252,9 @@ class EventWorker:
         await self._load_missing(ref for item in items for ref in item.refs)
         t2 = clock()
         now = self.clock()
-        for item in items:
+        for n, item in enumerate(items):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let the previous batch's write move (see YIELD_EVERY)
             self._apply(item, result, now)
         t3 = clock()
         await self._produce(result)
@@ -267,6 +273,7 @@ class EventWorker:
         await self.settle()
         self._in_flight = InFlight(asyncio.create_task(self._write(write)),
                                    set(write.entities.refs), offsets, batch)
+        await asyncio.sleep(0)  # start sending it now, not at the next await that suspends
 
     async def settle(self) -> None:
         """Wait for the write in flight, then commit its batch's offsets."""
@@ -288,7 +295,9 @@ class EventWorker:
     async def _route(self, records: list[Record], result: BatchResult) -> list[WorkItem]:
         decoded = []
         now = self.clock()
-        for record in records:
+        for n, record in enumerate(records):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             try:
                 event = self._decode(record, now)
             except EventDecodeError as exc:
