@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -312,8 +313,10 @@ async def throughput(args: argparse.Namespace) -> None:
     print(cpu_line(res, args.transitions))
 
 
-async def paced_flips(settings: Settings, rate: float, seconds: float, users: int) -> tuple[int, float]:
-    """Produce ``rate``/s flip events for ``seconds``; return (count, seconds taken)."""
+async def paced(settings: Settings, rate: float, seconds: float,
+                record: Callable[[int], tuple[str, bytes, bytes]]) -> tuple[int, float]:
+    """Produce ``rate``/s records for ``seconds`` (``record(n)`` -> topic, key, value, built
+    just before its send); return (count, seconds taken)."""
     producer = kafka.producer(settings)
     await producer.start()
     total = int(rate * seconds)
@@ -323,11 +326,8 @@ async def paced_flips(settings: Settings, rate: float, seconds: float, users: in
         for i in range(0, total, chunk):
             sends = []
             for n in range(i, min(total, i + chunk)):
-                user = f"lat-{n % users}"
-                value = orjson.dumps({"user_id": user, "cart_items": 1 - (n // users) % 2,
-                                      "ts": int(time.time() * 1000)})
-                sends.append(await producer.send(settings.events_topic, value,
-                                                 key=f"user_id:{user}".encode()))
+                topic, key, value = record(n)
+                sends.append(await producer.send(topic, value, key=key))
             await asyncio.gather(*sends)
             ahead = started + (i + chunk) / rate - time.perf_counter()
             if ahead > 0:
@@ -335,37 +335,36 @@ async def paced_flips(settings: Settings, rate: float, seconds: float, users: in
     finally:
         await producer.stop()
     return total, time.perf_counter() - started
+
+
+async def paced_flips(settings: Settings, rate: float, seconds: float, users: int) -> tuple[int, float]:
+    """Flip events for ``users`` users, each stamped with its produce time (``ts``)."""
+
+    def flip(n: int) -> tuple[str, bytes, bytes]:
+        user = f"lat-{n % users}"
+        value = orjson.dumps({"user_id": user, "cart_items": 1 - (n // users) % 2,
+                              "ts": int(time.time() * 1000)})
+        return settings.events_topic, f"user_id:{user}".encode(), value
+
+    return await paced(settings, rate, seconds, flip)
 
 
 async def paced_transitions(settings: Settings, rate: float, seconds: float,
                             entities: int) -> tuple[int, float]:
-    """Produce ``rate``/s transitions straight onto the transitions topic, each stamped with
-    its produce time (profile ``ts``); return (count, seconds taken)."""
-    producer = kafka.producer(settings)
-    await producer.start()
-    total = int(rate * seconds)
-    chunk = max(1, int(rate / 100))  # pace in 10 ms steps
-    started = time.perf_counter()
-    try:
-        for i in range(0, total, chunk):
-            sends = []
-            for n in range(i, min(total, i + chunk)):
-                ref = EntityRef("user_id", f"hop-{n % entities}")
-                kind: Literal["enter", "exit"] = "enter" if (n // entities) % 2 == 0 else "exit"
-                now = int(time.time() * 1000)
-                t = Transition(transition_id=transition_id(ref, SEGMENT_ID, kind, f"hop/{n}"),
-                               entity=ref, segment_id=SEGMENT_ID, segment_slug=SEGMENT_SLUG,
-                               event=kind, at_ms=now, identifiers={"user_id": ref.id},
-                               profile={"user_id": ref.id, "ts": now})
-                sends.append(await producer.send(settings.transitions_topic, t.to_json(),
-                                                 key=str(ref).encode()))
-            await asyncio.gather(*sends)
-            ahead = started + (i + chunk) / rate - time.perf_counter()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-    finally:
-        await producer.stop()
-    return total, time.perf_counter() - started
+    """Transitions straight onto the transitions topic, each stamped with its produce time
+    (profile ``ts``)."""
+
+    def hop(n: int) -> tuple[str, bytes, bytes]:
+        ref = EntityRef("user_id", f"hop-{n % entities}")
+        kind: Literal["enter", "exit"] = "enter" if (n // entities) % 2 == 0 else "exit"
+        now = int(time.time() * 1000)
+        t = Transition(transition_id=transition_id(ref, SEGMENT_ID, kind, f"hop/{n}"),
+                       entity=ref, segment_id=SEGMENT_ID, segment_slug=SEGMENT_SLUG,
+                       event=kind, at_ms=now, identifiers={"user_id": ref.id},
+                       profile={"user_id": ref.id, "ts": now})
+        return settings.transitions_topic, str(ref).encode(), t.to_json()
+
+    return await paced(settings, rate, seconds, hop)
 
 
 async def delivery_latency(args: argparse.Namespace) -> None:

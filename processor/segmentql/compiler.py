@@ -352,17 +352,22 @@ def _exists(operand: Expr) -> Node:
     return exists
 
 
+def _membership(target: str, i: IncludeResolver | None) -> Any:
+    """The INCLUDEd segment's answer (None when it is not ok), or NOT_OK when unresolvable."""
+    if i is None:
+        return NOT_OK
+    try:
+        return i(target)
+    except LookupError:
+        return NOT_OK
+
+
 def _include(target: str) -> Node:
     """INCLUDE as a value: a not-ok or unresolvable segment is NOT_OK."""
 
     def include(p: Profile, n: int, i: IncludeResolver | None) -> Any:
-        if i is None:
-            return NOT_OK
-        try:
-            member = i(target)
-        except LookupError:
-            return NOT_OK
-        return NOT_OK if member is None else bool(member)
+        member = _membership(target, i)
+        return NOT_OK if member is None or member is NOT_OK else bool(member)
 
     return include
 
@@ -371,11 +376,8 @@ def _not_include(target: str) -> Node:
     """NOT INCLUDE: unresolvable stays NOT_OK, but NOT of a not-ok segment is true."""
 
     def not_include(p: Profile, n: int, i: IncludeResolver | None) -> Any:
-        if i is None:
-            return NOT_OK
-        try:
-            member = i(target)
-        except LookupError:
+        member = _membership(target, i)
+        if member is NOT_OK:
             return NOT_OK
         return True if member is None else not member
 

@@ -224,20 +224,22 @@ class EventWorker:
             return
         self._next_registry_check = tick + self.settings.registry_poll_ms / 1000
         now = self.clock()
-        version = await self.registry.version()
+        version = await _retry_redis(self.registry.version)
         if version != self.topology.version:
             previous = self.topology
             try:
-                self.topology = await self.registry.topology()
+                self.topology = await _retry_redis(self.registry.topology)
             except Exception:  # a definition that cannot run must not stop the worker
                 log.exception("registry version %d cannot be compiled; keeping %d",
                               version, self.topology.version)
             if _segments_changed(previous, self.topology):
                 for partition in self._owned():
-                    await reevaluation.start(self.redis, partition, self.topology.version)
+                    await _retry_redis(lambda p=partition: reevaluation.start(
+                        self.redis, p, self.topology.version))
             log.info("topology version %d: %d groups, %d segments", self.topology.version,
                      len(self.topology.groups), len(self.topology.segments))
-        await self.registry.report_loaded(self.worker_id, self.topology.version, now)
+        await _retry_redis(lambda: self.registry.report_loaded(
+            self.worker_id, self.topology.version, now))
 
     async def apply_batch(
         self, batch: dict[TopicPartition, list[Record]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 
@@ -17,21 +16,12 @@ from processor.api.auth import TOKEN_CACHE_S
 from processor.settings import Settings
 from processor.state.apikeys import ACCESS_TOKEN_TTL_S, ApiKeyStore
 from processor.state.tokens import TokenStore
+from tests.support.state import with_redis
 
 pytestmark = pytest.mark.integration
 
 EXCHANGE = "/api/msc/v1/organizations/org-1/credentials/v3/token"
 PROTECTED = "/api/segment"
-
-
-def run(settings: Settings, action):  # type: ignore[no-untyped-def]
-    async def main():  # type: ignore[no-untyped-def]
-        redis = Redis.from_url(settings.redis_url)
-        try:
-            return await action(redis)
-        finally:
-            await redis.aclose()
-    return asyncio.run(main())
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ def exchange(client: TestClient, key_id: str, key: str):  # type: ignore[no-unty
 
 
 def test_key_exchange_gives_a_short_lived_jwt_the_api_accepts(settings: Settings, client: TestClient) -> None:
-    info, key = run(settings, lambda r: ApiKeyStore(r).create("svc"))
+    info, key = with_redis(settings, lambda r: ApiKeyStore(r).create("svc"))
     response = exchange(client, info.id, key)
     assert response.status_code == 200
     token = response.json()["accessToken"]
@@ -57,7 +47,7 @@ def test_key_exchange_gives_a_short_lived_jwt_the_api_accepts(settings: Settings
     assert 0 < claims["exp"] - time.time() <= ACCESS_TOKEN_TTL_S
     assert client.get(PROTECTED, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get(PROTECTED, params={"access_token": token}).status_code == 200
-    stored = run(settings, lambda r: r.hgetall("sb:auth:apikeys"))
+    stored = with_redis(settings, lambda r: r.hgetall("sb:auth:apikeys"))
     assert key.encode() not in b"".join(stored.values())  # only the digest is kept
 
 
@@ -72,11 +62,11 @@ def test_key_exchange_refusals(client: TestClient, headers: dict[str, str], reas
 
 
 def test_wrong_key_and_revoked_key(settings: Settings, client: TestClient) -> None:
-    info, key = run(settings, lambda r: ApiKeyStore(r).create("svc"))
+    info, key = with_redis(settings, lambda r: ApiKeyStore(r).create("svc"))
     assert exchange(client, info.id, key + "x").status_code == 401
     token = exchange(client, info.id, key).json()["accessToken"]
-    assert run(settings, lambda r: ApiKeyStore(r).revoke(info.id)) is True
-    assert [k.id for k in run(settings, lambda r: ApiKeyStore(r).list())] == []
+    assert with_redis(settings, lambda r: ApiKeyStore(r).revoke(info.id)) is True
+    assert [k.id for k in with_redis(settings, lambda r: ApiKeyStore(r).list())] == []
     refused = client.get(PROTECTED, headers={"Authorization": f"Bearer {token}"})
     assert refused.status_code == 401
     assert "revoked" in refused.json()["message"]
@@ -84,8 +74,8 @@ def test_wrong_key_and_revoked_key(settings: Settings, client: TestClient) -> No
 
 
 def test_expired_and_forged_tokens(settings: Settings, client: TestClient) -> None:
-    info, key = run(settings, lambda r: ApiKeyStore(r).create("svc"))
-    old = run(settings, lambda r: ApiKeyStore(r).issue_token(
+    info, key = with_redis(settings, lambda r: ApiKeyStore(r).create("svc"))
+    old = with_redis(settings, lambda r: ApiKeyStore(r).issue_token(
         info.id, key, now_s=int(time.time()) - 2 * ACCESS_TOKEN_TTL_S))
     expired = client.get(PROTECTED, headers={"Authorization": f"Bearer {old}"})
     assert expired.status_code == 401 and expired.json()["message"] == "access token expired"
@@ -101,7 +91,7 @@ def test_expired_and_forged_tokens(settings: Settings, client: TestClient) -> No
 
 
 def test_missing_wrong_and_revoked_api_tokens(settings: Settings, client: TestClient) -> None:
-    info, token = run(settings, lambda r: TokenStore(r).create("ops"))
+    info, token = with_redis(settings, lambda r: TokenStore(r).create("ops"))
     missing = client.get(PROTECTED)
     assert missing.status_code == 401 and missing.json()["message"] == "missing API token"
     wrong = client.get(PROTECTED, headers={"Authorization": "Bearer sbx_wrong"})
@@ -109,7 +99,7 @@ def test_missing_wrong_and_revoked_api_tokens(settings: Settings, client: TestCl
     assert "sbx_wrong" not in wrong.text
     assert client.get(PROTECTED, headers={"Authorization": token}).status_code == 200
     assert client.get(PROTECTED, params={"key": token}).status_code == 200
-    run(settings, lambda r: TokenStore(r).revoke(info.id))
+    with_redis(settings, lambda r: TokenStore(r).revoke(info.id))
     # Verified tokens are trusted for TOKEN_CACHE_S without a Redis lookup: the revocation
     # takes effect once that has passed.
     time.sleep(TOKEN_CACHE_S + 0.1)
@@ -126,4 +116,4 @@ def test_one_signing_secret_across_replicas(settings: Settings) -> None:
         finally:
             await other.aclose()
         return (await ApiKeyStore(redis).verify_token(token)).id
-    assert run(settings, scenario)
+    assert with_redis(settings, scenario)

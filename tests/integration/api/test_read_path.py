@@ -18,6 +18,7 @@ from processor.api.app import create_app
 from processor.settings import Settings
 from processor.state import reads
 from processor.state.tokens import TokenStore
+from tests.support.state import with_redis
 
 pytestmark = pytest.mark.integration
 
@@ -35,21 +36,10 @@ def read_body(name: str) -> dict[str, Any]:
     return {"attribute_keys": {"domain_userid": ["u1", "u2"]}, "attributes": [f"{name}_v1:views"]}
 
 
-def run(settings: Settings, action):  # type: ignore[no-untyped-def]
-    async def main():  # type: ignore[no-untyped-def]
-        redis = Redis.from_url(settings.redis_url)
-        try:
-            return await action(redis)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(main())
-
-
 @pytest.fixture
 def replicas(settings: Settings) -> Iterator[tuple[TestClient, TestClient]]:
     """Two API replicas on one Redis, both with a valid token."""
-    token = run(settings, lambda r: TokenStore(r).create("replicas"))[1]
+    token = with_redis(settings, lambda r: TokenStore(r).create("replicas"))[1]
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(settings), headers=headers) as a, \
             TestClient(create_app(settings), headers=headers) as b:  # fmt: skip
