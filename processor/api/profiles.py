@@ -31,6 +31,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from processor.api.auth import require_token
+from processor.api.limits import read_body
 from processor.api.signals_errors import translated
 from processor.domain.definitions import AttributeGroup, EventLog, Service
 from processor.publishing import SignalsCatalog
@@ -224,7 +225,7 @@ class _RequestResponseRoute(APIRoute):
 
 async def get_online_attributes(request: Request) -> Response:
     await require_token(request)
-    body = _parse(await request.body())
+    body = _parse(await read_body(request, request.app.state.settings.api_max_body_bytes))
     connections = request.app.state.read_connections
     snapshot, plan = await _current_plan(request, body)
     items = list(body.attribute_keys.items())

@@ -214,15 +214,18 @@ class ReadConnections:
         if not self._direct:
             return await _pooled_round_trip(self._redis, packed, replies)
         for attempt in (1, 2):
-            reused = bool(self._idle)
+            reused = attempt == 1 and bool(self._idle)
             wire = self._idle.pop() if reused else await self._connect()
             try:
                 async with asyncio.timeout(self._timeout):
                     answers = await wire.call(packed, replies)
             except (RedisConnectionError, OSError):
                 wire.close()
-                if reused and attempt == 1:
-                    continue  # an idle connection may have died (Redis restarted): reads retry
+                if reused:
+                    # An idle connection died (Redis restarted, or dropped idle clients): its
+                    # idle siblings most likely did too. Drop them all; retry on a new one.
+                    await self.aclose()
+                    continue
                 raise
             except BaseException:
                 wire.close()

@@ -117,6 +117,34 @@ def test_read_connections_answer_like_redis_py(settings: Settings) -> None:
     asyncio.run(_with_connections(settings, check))
 
 
+def test_read_connections_recover_when_every_idle_connection_died(settings: Settings) -> None:
+    """A Redis restart kills every idle connection at once: the next reads all succeed."""
+
+    async def check(redis: Redis, connections: reads.ReadConnections) -> None:
+        await redis.set("s", "x")
+        get = reads._command("GET", "s")
+        ids = reads._command("CLIENT", "ID")
+        # Six concurrent reads leave six idle connections behind.
+        opened = await asyncio.gather(*(connections.round_trip(ids, 1) for _ in range(6)))
+        for (client_id,) in opened:
+            await redis.client_kill_filter(_id=str(client_id))
+        for _ in range(6):
+            assert await connections.round_trip(get, 1) == [b"x"]
+
+    asyncio.run(_with_connections(settings, check))
+
+
+def test_a_chunked_body_over_the_limit_is_refused_with_413(settings: Settings) -> None:
+    """A body without Content-Length is counted as it arrives, not buffered whole."""
+    token = with_redis(settings, lambda r: TokenStore(r).create("reader"))[1]
+    small = settings.model_copy(update={"api_max_body_bytes": 1024})
+    with TestClient(create_app(small)) as client:
+        response = client.post(
+            READ, content=iter([b'{"attribute_keys": {"k": ["' + b"x" * 4096 + b'"]}}']),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert response.status_code == 413
+
+
 def test_read_connections_fall_back_to_the_clients_pool(settings: Settings) -> None:
     """A connection class of the client's own (TLS, say) is used through its pool."""
 
