@@ -44,8 +44,9 @@ SECRET_PREFIX = "whsec_"
 _SECRET_MIN_BYTES, _SECRET_MAX_BYTES = 24, 64
 
 # RFC 9110 token characters.
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+# Matched with fullmatch: ``$`` would also accept a trailing newline.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "transfer-encoding", "connection",
      "webhook-id", "webhook-timestamp", "webhook-signature"}
@@ -130,9 +131,9 @@ class Subscription(BaseModel):
     def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
         seen: set[str] = set()
         for name, text in value.items():
-            if not _HEADER_NAME.match(name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
-            if not _HEADER_VALUE.match(text):
+            if not _HEADER_VALUE.fullmatch(text):
                 raise ValueError(f"header {name!r} has a value with control characters")
             lowered = name.lower()
             if lowered in _RESERVED_HEADERS:

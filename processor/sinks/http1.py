@@ -36,15 +36,16 @@ import asyncio
 import functools
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 8 * 1024 * 1024
 _MAX_IDLE_PER_ORIGIN = 512
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+# Matched with fullmatch: ``$`` would also accept a trailing newline.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _SAFE_PATH = "/%:@!$&'()*+,;=-._~?"
 
 Origin = tuple[str, str, int]
@@ -66,6 +67,10 @@ class ConnectionLost(HttpError):
 
 class ProtocolError(HttpError):
     pass
+
+
+class PeerRefused(HttpError):
+    """The connection reached an address the client's ``check_peer`` refuses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +125,7 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     (a CR or LF would let a value inject headers)."""
     lines = []
     for name, value in headers.items():
-        if not _HEADER_NAME.match(name) or not _HEADER_VALUE.match(value):
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
             raise ValueError(f"header {name!r} is not a valid HTTP header")
         lines.append(f"{name}: {value}\r\n")
     return "".join(lines).encode("latin-1")
@@ -130,9 +135,13 @@ class Http1Client:
     """Pooled HTTP/1.1 keep-alive connections; see the module docstring."""
 
     def __init__(self, *, max_idle_per_origin: int = _MAX_IDLE_PER_ORIGIN,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 check_peer: Callable[[str], str | None] | None = None) -> None:
         self._max_idle = max_idle_per_origin
         self._ssl = ssl_context
+        # address -> why it may not be called (None: it may). Checked on the address each new
+        # connection actually reached, so a name that re-resolves elsewhere is caught.
+        self._check_peer = check_peer
         self._idle: dict[Origin, list[_Connection]] = {}
         self._all: set[_Connection] = set()
         self._closed = False
@@ -220,6 +229,12 @@ class Http1Client:
         except (OSError, ssl.SSLError, UnicodeError) as exc:
             raise ConnectFailed(f"cannot connect to {where.host}:{where.port}: "
                                 f"{type(exc).__name__}: {exc}") from None
+        if self._check_peer is not None:
+            peer = conn.peer_address()
+            refused = "no peer address" if peer is None else self._check_peer(peer)
+            if refused is not None:
+                conn.close(abort=True)
+                raise PeerRefused(f"{where.host} reached {peer}: {refused}")
         self._all.add(conn)
         return conn
 
@@ -240,6 +255,10 @@ class _Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         return (not self._lost and self._transport is not None
                 and not self._transport.is_closing() and self._waiter is None)
+
+    def peer_address(self) -> str | None:
+        peer = None if self._transport is None else self._transport.get_extra_info("peername")
+        return None if not peer else str(peer[0])
 
     def close(self, *, abort: bool = False) -> None:
         if self._transport is not None:
@@ -366,7 +385,8 @@ class _Connection(asyncio.Protocol):
 def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if (len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3
+            or not parts[1].isascii() or not parts[1].isdigit()):
         raise ProtocolError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:

@@ -12,8 +12,9 @@ network they sit in (SSRF): ``http://169.254.169.254/`` (cloud metadata), ``http
 
 IPv4-mapped IPv6 (``::ffff:10.0.0.1``) is judged by the IPv4 address it carries.
 
-Limit (known): the HTTP client resolves the name again when it connects, so a DNS answer that
-changes between the check and the connection (rebinding) is not caught here.
+The HTTP client resolves the name again when it connects, so a DNS answer that changes
+between this check and the connection (rebinding) is caught there: the webhook sink's client
+judges the address each new connection reached with ``peer_refusal``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ async def check_target_async(url: str, *, allow_private: bool, allow_loopback: b
     except (OSError, UnicodeError) as exc:
         raise DeliveryFailed(f"cannot resolve {host!r}: {exc}", retriable=True) from None
     _judge(host, [str(info[4][0]) for info in infos], allow_private, allow_loopback)
+
+
+def peer_refusal(address: str, *, allow_private: bool, allow_loopback: bool) -> str | None:
+    """``refusal`` for the textual address a connection reached (its peer name)."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    except ValueError:
+        return f"an unparseable address {address!r}"
+    return refusal(parsed, allow_private=allow_private, allow_loopback=allow_loopback)
 
 
 def refusal(address: IPAddress, *, allow_private: bool, allow_loopback: bool) -> str | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import logging
 import random
@@ -45,8 +46,16 @@ from processor.domain.payloads import Delivery, payload_bytes
 from processor.domain.subscriptions import Subscription
 from processor.sinks.base import DeliveryResult, Sink
 from processor.sinks.errors import DeliveryFailed, SinkBackpressure, TargetRefused
-from processor.sinks.http1 import Http1Client, HttpError, Response, Target, encode_headers, target
-from processor.sinks.urlguard import check_target_async
+from processor.sinks.http1 import (
+    Http1Client,
+    HttpError,
+    PeerRefused,
+    Response,
+    Target,
+    encode_headers,
+    target,
+)
+from processor.sinks.urlguard import check_target_async, peer_refusal
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +124,11 @@ class WebhookSink(Sink):
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = Http1Client(max_idle_per_origin=self._concurrency * 2)
+            allow_private, allow_loopback = self._allow
+            self._client = Http1Client(
+                max_idle_per_origin=self._concurrency * 2,
+                check_peer=functools.partial(peer_refusal, allow_private=allow_private,
+                                             allow_loopback=allow_loopback))
         self._started = True
 
     async def close(self) -> None:
@@ -252,6 +265,8 @@ class WebhookSink(Sink):
         except TimeoutError:
             return _Attempt(ok=False, retriable=True,
                             reason=f"no answer within {self._timeout_s:g}s")
+        except PeerRefused as exc:
+            return _Attempt(ok=False, retriable=False, reason=f"target refused: {exc}")
         except HttpError as exc:
             return _Attempt(ok=False, retriable=True,
                             reason=f"connection failed: {type(exc).__name__}: {exc}")

@@ -13,6 +13,7 @@ from processor.sinks.http1 import (
     ConnectFailed,
     ConnectionLost,
     Http1Client,
+    PeerRefused,
     ProtocolError,
     encode_headers,
     target,
@@ -184,3 +185,36 @@ def test_targets_and_headers() -> None:
     for bad in ({"A": "1\r\nInjected: yes"}, {"Bad Name": "1"}):
         with pytest.raises(ValueError):
             encode_headers(bad)
+
+
+@pytest.mark.parametrize("headers", [{"X-A": "v\n"}, {"X-A\n": "v"}, {"X-A": "v\r\nX-B: w"}])
+def test_a_trailing_newline_is_not_a_valid_header(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        encode_headers(headers)
+
+
+def test_a_connection_to_a_refused_address_is_dropped_before_sending() -> None:
+    """The name is resolved again at connect time: the address reached is what is judged."""
+    requests = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            await read_request(reader)
+            requests += 1
+        except asyncio.IncompleteReadError:
+            return
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        client = Http1Client(check_peer=lambda a: "loopback" if a == "127.0.0.1" else None)
+        try:
+            with pytest.raises(PeerRefused, match="127.0.0.1: loopback"):
+                await client.post(url, b"", b"{}", timeout=5)
+            assert client.open_connections == 0
+        finally:
+            await client.aclose()
+            server.close()
+
+    asyncio.run(main())
+    assert requests == 0

@@ -74,6 +74,8 @@ def test_kinesis_and_kafka_bodies() -> None:
     ({"headers": {"webhook-signature": "v1,x"}}, "cannot be overridden"),
     ({"headers": {"bad header": "1"}}, "not a valid HTTP header name"),
     ({"headers": {"X-A": "1\r\nX-Injected: 1"}}, "control characters"),
+    ({"headers": {"X-A": "1\n"}}, "control characters"),
+    ({"headers": {"Transfer-Encoding\n": "chunked"}}, "not a valid HTTP header name"),
     ({"headers": {"X-A": "1", "x-a": "2"}}, "given twice"),
     ({"stream": "s"}, "stream is only used by the kinesis channel"),
     ({"topic": "t"}, "topic is only used by the kafka channel"),

@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from processor.sinks.errors import DeliveryFailed, TargetRefused
-from processor.sinks.urlguard import check_target, check_target_async, refusal
+from processor.sinks.urlguard import check_target, check_target_async, peer_refusal, refusal
 
 STRICT = {"allow_private": False, "allow_loopback": False}
 
@@ -70,3 +70,12 @@ def test_unresolvable_host_is_a_retriable_failure() -> None:
         check_target("http://no-such-host.invalid/", **STRICT)
     assert caught.value.retriable is True
     assert not isinstance(caught.value, TargetRefused)
+
+
+def test_the_address_a_connection_reached_is_judged_like_a_resolved_one() -> None:
+    assert peer_refusal("127.0.0.1", allow_private=False, allow_loopback=False) is not None
+    assert peer_refusal("::ffff:169.254.169.254", allow_private=True, allow_loopback=True)
+    assert peer_refusal("fe80::1%eth0", allow_private=True, allow_loopback=True)
+    assert peer_refusal("127.0.0.1", allow_private=False, allow_loopback=True) is None
+    assert peer_refusal("93.184.216.34", allow_private=False, allow_loopback=False) is None
+    assert peer_refusal("not-an-ip", allow_private=True, allow_loopback=True)
