@@ -248,6 +248,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._head: tuple[int, dict[str, str], bool] | None = None  # status, headers, keep-alive
         self._body_mode = ""  # "length", "chunked" or "close"
+        self._dechunker = _Dechunker()
         self._length = 0
         self._lost = False
 
@@ -353,6 +354,7 @@ class _Connection(asyncio.Protocol):
                 self._body_mode, self._length = "length", 0
             elif "chunked" in headers.get("transfer-encoding", "").lower():
                 self._body_mode = "chunked"
+                self._dechunker = _Dechunker()
             elif "content-length" in headers:
                 try:
                     self._length = int(headers["content-length"])
@@ -371,12 +373,8 @@ class _Connection(asyncio.Protocol):
             del buffer[:self._length]
             return Response(status, headers, body, keep_alive)
         if self._body_mode == "chunked":
-            parsed = _dechunk(buffer)
-            if parsed is None:
-                return None
-            body, used = parsed
-            del buffer[:used]
-            return Response(status, headers, body, keep_alive)
+            body = self._dechunker.feed(buffer)
+            return None if body is None else Response(status, headers, body, keep_alive)
         if len(buffer) > _MAX_BODY:
             raise ProtocolError("the answer's body is too large")
         return None  # read until close
@@ -399,31 +397,54 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
     return int(parts[1]), headers, keep_alive
 
 
-def _dechunk(buffer: bytearray) -> tuple[bytes, int] | None:
-    """A complete chunked body at the start of ``buffer``: (body, bytes used), else None."""
-    chunks: list[bytes] = []
-    at, total = 0, 0
-    while True:
-        eol = buffer.find(b"\r\n", at)
-        if eol < 0:
-            return None
-        try:
-            size = int(bytes(buffer[at:eol]).split(b";")[0].strip(), 16)
-        except ValueError:
-            raise ProtocolError("invalid chunk size") from None
-        total += size
-        if size < 0 or total > _MAX_BODY:
-            raise ProtocolError("the answer's body is too large")
-        at = eol + 2
-        if size == 0:
-            while True:  # trailer fields, then an empty line
-                eol = buffer.find(b"\r\n", at)
-                if eol < 0:
+class _Dechunker:
+    """A chunked body, decoded as it arrives: each ``feed`` consumes the complete parts at the
+    start of the buffer, so a body in many small pieces is not re-read from its first byte each
+    time, and nothing unbounded (a size line without end, endless trailers) is kept."""
+
+    _MAX_LINE = 4096  # a chunk-size line (with extensions) or one trailer line
+    _HEX = frozenset(b"0123456789abcdefABCDEF")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._total = 0
+        self._size: int | None = None  # the chunk whose data is awaited
+        self._trailers = -1  # bytes of trailer lines read; -1 until the last chunk
+
+    def feed(self, buffer: bytearray) -> bytes | None:
+        """The whole body once it is complete, else None (what was used is removed)."""
+        while True:
+            if self._size is not None:
+                size = self._size
+                if len(buffer) < size + 2:
                     return None
-                if eol == at:
-                    return b"".join(chunks), eol + 2
-                at = eol + 2
-        if len(buffer) < at + size + 2:
-            return None
-        chunks.append(bytes(buffer[at:at + size]))
-        at += size + 2
+                if buffer[size:size + 2] != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
+                self._parts.append(bytes(buffer[:size]))
+                del buffer[:size + 2]
+                self._size = None
+            eol = buffer.find(b"\r\n", 0, self._MAX_LINE + 2)
+            if eol < 0:
+                if len(buffer) > self._MAX_LINE:
+                    raise ProtocolError("chunk-size or trailer line too long")
+                return None
+            line = bytes(buffer[:eol])
+            del buffer[:eol + 2]
+            if self._trailers >= 0:
+                if not line:
+                    return b"".join(self._parts)
+                self._trailers += eol + 2
+                if self._trailers > _MAX_HEAD:
+                    raise ProtocolError("the answer's trailers are too large")
+                continue
+            digits = line.split(b";")[0].strip()
+            if not digits or not self._HEX.issuperset(digits):
+                raise ProtocolError("invalid chunk size")
+            size = int(digits, 16)
+            self._total += size
+            if self._total > _MAX_BODY:
+                raise ProtocolError("the answer's body is too large")
+            if size == 0:
+                self._trailers = 0
+            else:
+                self._size = size

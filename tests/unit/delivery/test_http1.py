@@ -218,3 +218,39 @@ def test_a_connection_to_a_refused_address_is_dropped_before_sending() -> None:
 
     asyncio.run(main())
     assert requests == 0
+
+
+def test_a_chunked_answer_in_many_small_pieces_is_decoded_once() -> None:
+    """Each piece is consumed as it arrives (no re-decoding from the first byte)."""
+    pieces = 20_000
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for n in range(pieces):
+            writer.write(b"1\r\n%c\r\n" % (97 + n % 26))
+            if n % 1000 == 0:
+                await writer.drain()
+        writer.write(b"0\r\nX-Trailer: 1\r\n\r\n")
+        await writer.drain()
+
+    async def go(client: Http1Client, url: str) -> None:
+        response = await client.post(url, b"", b"{}", timeout=10)
+        assert len(response.body) == pieces and response.body.startswith(b"abc")
+
+    run(handler, go)
+
+
+@pytest.mark.parametrize("tail", [b"1" * 10_000, b"0\r\n" + b"X-T: 1\r\n" * 20_000, b"3\r\nabcXY"])
+def test_a_chunked_answer_that_never_ends_properly_is_refused(tail: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + tail)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async def go(client: Http1Client, url: str) -> None:
+        with pytest.raises(ProtocolError):
+            await client.post(url, b"", b"{}", timeout=4)
+
+    run(handler, go)
