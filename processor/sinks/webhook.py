@@ -115,8 +115,8 @@ class WebhookSink(Sink):
         self._monotonic = monotonic
         self._wall = wall
         self._pending: dict[tuple[str, str], list[tuple[int, Delivery]]] = {}
-        self._static: dict[int, tuple[Subscription, Target, bytes]] = {}  # by id(subscription)
-        self._keys: dict[str, bytes] = {}  # signing secret -> HMAC key
+        # subscription id -> (that subscription object, target, constant header lines, HMAC key)
+        self._static: dict[str, tuple[Subscription, Target, bytes, bytes | None]] = {}
         self._guards: dict[str, tuple[float, asyncio.Task[None]]] = {}  # url -> (checked, check)
         self._added = 0  # sequence numbers: results come back in the order records were added
         self._started = False
@@ -256,8 +256,8 @@ class WebhookSink(Sink):
         assert url is not None and self._client is not None  # checked in add / _check_open
         try:
             await self._guard(url)
-            where, headers = self._static_headers(record.subscription)
-            headers += self._signature_headers(record, body)
+            where, headers, key = self._static_parts(record.subscription)
+            headers += self._signature_headers(record, body, key)
         except DeliveryFailed as exc:
             return _Attempt(ok=False, retriable=exc.retriable, reason=exc.reason)
         try:
@@ -289,10 +289,11 @@ class WebhookSink(Sink):
             return
         await asyncio.shield(task)
 
-    def _static_headers(self, sub: Subscription) -> tuple[Target, bytes]:
-        """The subscription's target and the header lines that are the same on every request,
-        encoded once per subscription object (a hot-reloaded subscription is a new object)."""
-        cached = self._static.get(id(sub))
+    def _static_parts(self, sub: Subscription) -> tuple[Target, bytes, bytes | None]:
+        """The subscription's target, the header lines that are the same on every request and
+        its signing key, prepared once per subscription object (a hot-reloaded subscription is
+        a new object and replaces the entry of its id)."""
+        cached = self._static.get(sub.id)
         if cached is None or cached[0] is not sub:
             assert sub.webhook_url is not None
             try:
@@ -300,34 +301,22 @@ class WebhookSink(Sink):
                 lines = encode_headers({**sub.headers, "Content-Type": "application/json"})
             except ValueError as exc:
                 raise TargetRefused(str(exc)) from None
-            cached = (sub, where, lines)
-            self._static[id(sub)] = cached
-        return cached[1], cached[2]
+            key = None if sub.signing_secret is None else _signing_key(sub.signing_secret)
+            cached = (sub, where, lines, key)
+            self._static[sub.id] = cached
+        return cached[1], cached[2], cached[3]
 
-    def _signature_headers(self, record: Delivery, body: bytes) -> bytes:
+    def _signature_headers(self, record: Delivery, body: bytes, key: bytes | None) -> bytes:
         """``webhook-id``, ``webhook-timestamp`` (this attempt) and, with a secret,
         ``webhook-signature``: Standard Webhooks' ``v1,`` + base64 HMAC-SHA256 of
         ``id.timestamp.body`` with the secret's decoded key."""
         msg_id = record.id.encode("ascii")
         stamp = b"%d" % int(self._wall())
         lines = b"webhook-id: " + msg_id + b"\r\nwebhook-timestamp: " + stamp + b"\r\n"
-        secret = record.subscription.signing_secret
-        if secret is not None:
-            digest = hmac.digest(self._key(secret), msg_id + b"." + stamp + b"." + body, "sha256")
+        if key is not None:
+            digest = hmac.digest(key, msg_id + b"." + stamp + b"." + body, "sha256")
             lines += b"webhook-signature: v1," + base64.b64encode(digest) + b"\r\n"
         return lines
-
-    def _key(self, secret: str) -> bytes:
-        key = self._keys.get(secret)
-        if key is None:
-            text = secret.removeprefix(_SECRET_PREFIX)
-            try:
-                key = base64.b64decode(text + "==")  # as standardwebhooks: padding optional
-            except binascii.Error:
-                raise DeliveryFailed("the subscription's signing secret is not base64",
-                                     retriable=False) from None
-            self._keys[secret] = key
-        return key
 
     def _judge(self, response: Response) -> _Attempt:
         status = response.status
@@ -354,3 +343,12 @@ def _failed_retriably(task: asyncio.Task[None]) -> bool:
         return task.cancelled()
     error = task.exception()
     return error is not None and not isinstance(error, TargetRefused)
+
+
+def _signing_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64, padding optional)."""
+    try:
+        return base64.b64decode(secret.removeprefix(_SECRET_PREFIX) + "==")
+    except binascii.Error:
+        raise DeliveryFailed("the subscription's signing secret is not base64",
+                             retriable=False) from None

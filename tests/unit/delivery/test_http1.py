@@ -220,8 +220,8 @@ def test_a_connection_to_a_refused_address_is_dropped_before_sending() -> None:
     assert requests == 0
 
 
-def test_a_chunked_answer_in_many_small_pieces_is_decoded_once() -> None:
-    """Each piece is consumed as it arrives (no re-decoding from the first byte)."""
+def test_a_chunked_answer_in_many_small_pieces_is_read_whole() -> None:
+    """20,000 one-byte chunks arriving in many packets, then a trailer."""
     pieces = 20_000
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
