@@ -43,10 +43,11 @@ PayloadFormat = Literal["v2", "v1"]
 SECRET_PREFIX = "whsec_"
 _SECRET_MIN_BYTES, _SECRET_MAX_BYTES = 24, 64
 
-# RFC 9110 token characters.
-# Matched with fullmatch: ``$`` would also accept a trailing newline.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# A header name is RFC 9110 token characters; a value has no control characters but tab (a CR
+# or LF would inject headers). Match with fullmatch: ``$`` would accept a trailing newline.
+# The webhook client checks what it sends against the same patterns.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "transfer-encoding", "connection",
      "webhook-id", "webhook-timestamp", "webhook-signature"}
@@ -131,9 +132,9 @@ class Subscription(BaseModel):
     def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
         seen: set[str] = set()
         for name, text in value.items():
-            if not _HEADER_NAME.fullmatch(name):
+            if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
-            if not _HEADER_VALUE.fullmatch(text):
+            if not HEADER_VALUE.fullmatch(text):
                 raise ValueError(f"header {name!r} has a value with control characters")
             lowered = name.lower()
             if lowered in _RESERVED_HEADERS:

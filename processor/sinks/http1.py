@@ -34,18 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from processor.domain.subscriptions import HEADER_NAME, HEADER_VALUE
+
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 8 * 1024 * 1024
 _MAX_IDLE_PER_ORIGIN = 512
-# Matched with fullmatch: ``$`` would also accept a trailing newline.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _SAFE_PATH = "/%:@!$&'()*+,;=-._~?"
 
 Origin = tuple[str, str, int]
@@ -125,7 +123,7 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     (a CR or LF would let a value inject headers)."""
     lines = []
     for name, value in headers.items():
-        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+        if not HEADER_NAME.fullmatch(name) or not HEADER_VALUE.fullmatch(value):
             raise ValueError(f"header {name!r} is not a valid HTTP header")
         lines.append(f"{name}: {value}\r\n")
     return "".join(lines).encode("latin-1")
