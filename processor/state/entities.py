@@ -13,18 +13,18 @@ worker can apply its next batch while Redis applies this one:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from processor.domain.entity import EntityState
 from processor.domain.transitions import EntityRef
-from processor.state import codec, keys
+from processor.state import codec, keys, resp
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,21 @@ log = logging.getLogger(__name__)
 WRITE_CHUNK = 32
 _WRITE_LUA = resources.files("processor.state").joinpath("lua/write_entity.lua").read_text()
 
-Arg = bytes | str | int
-
 
 @dataclass
 class EntityWrite:
     """The encoded changes of a set of entities, ready to send (and to re-send after a failure:
-    the watermark check makes a repeat harmless)."""
+    the watermark check makes a repeat harmless): one packed script call per chunk."""
 
     refs: list[EntityRef] = field(default_factory=list)
-    chunks: list[tuple[list[str], list[Arg]]] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    chunk_sizes: list[int] = field(default_factory=list)  # entities per chunk
 
 
 class EntityStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._script = redis.register_script(_WRITE_LUA)
+        self._sha = hashlib.sha1(_WRITE_LUA.encode()).hexdigest().encode()
         self.round_trips = 0  # for the benchmark: Redis round trips made by this store
 
     async def load(self, refs: list[EntityRef]) -> dict[EntityRef, EntityState]:
@@ -62,66 +61,66 @@ class EntityStore:
         self.round_trips += 1
         return {ref: codec.decode_entity(ref, raw) for ref, raw in zip(refs, results, strict=True)}
 
-    @staticmethod
-    def encode(states: list[EntityState]) -> EntityWrite:
+    def encode(self, states: list[EntityState]) -> EntityWrite:
         """Take the changes of ``states`` for writing and clear their dirty marks. Entities
         that were never written count as written from here on (``stored``)."""
         out = EntityWrite()
+        head = resp.bulk(b"EVALSHA") + resp.bulk(self._sha)
         for start in range(0, len(states), WRITE_CHUNK):
-            chunk_keys: list[str] = []
-            args: list[Arg] = []
-            for state in states[start:start + WRITE_CHUNK]:
+            chunk = states[start:start + WRITE_CHUNK]
+            parts = [b"", head, resp.bulk(b"%d" % len(chunk))]
+            args = 0
+            for state in chunk:
                 ref = state.ref
-                marks = codec.watermark_args(state)
-                args.append(len(marks))
-                for mark, offset in marks.items():
-                    args.append(mark)
-                    args.append(offset)
-                args.append(codec.dirty_payload(state))
-                chunk_keys.append(keys.entity_state(ref.key, ref.id))
+                parts.append(resp.bulk(keys.entity_state(ref.key, ref.id).encode()))
                 out.refs.append(ref)
+            for state in chunk:
+                marks = codec.watermark_args(state)
+                parts.append(resp.bulk(b"%d" % len(marks)))
+                for mark, offset in marks.items():
+                    parts.append(resp.bulk(mark.encode()))
+                    parts.append(resp.bulk(b"%d" % offset))
+                parts.append(resp.bulk(codec.dirty_payload(state)))
+                args += 2 + 2 * len(marks)
                 state.clear_dirty()
                 state.stored = True
-            out.chunks.append((chunk_keys, args))
+            parts[0] = b"*%d\r\n" % (3 + len(chunk) + args)
+            out.chunks.append(b"".join(parts))
+            out.chunk_sizes.append(len(chunk))
         return out
 
     async def send(
-        self, write: EntityWrite, stage_first: Callable[[Pipeline], None] | None = None
+        self, write: EntityWrite, stage_first: Callable[[resp.Commands], None] | None = None
     ) -> list[EntityRef]:
-        """Run ``write`` in one round trip, after the commands ``stage_first`` adds to the same
-        pipeline (idempotent ones: they are re-sent with the write after a failure). Returns the
+        """Run ``write`` in one round trip, after the commands ``stage_first`` adds to it
+        (idempotent ones: they are re-sent with the write after a failure). Returns the
         refused entities: a stored watermark was at or past ours, because another worker owns
         the partition now or this very write already landed before a retry. The caller drops
         those from its cache; they are reloaded from Redis."""
-        if not write.chunks and stage_first is None:
+        commands = resp.Commands()
+        if stage_first is not None:
+            stage_first(commands)
+        for chunk in write.chunks:
+            commands.add_packed(chunk)
+        if not commands.count:
             return []
+        packed = commands.packed()
         try:
-            results = await self._execute(write, stage_first)
+            results = await resp.round_trip(self._redis, packed, commands.count)
         except NoScriptError:
             # Redis lost its script cache (a restart): load it and send the whole write again.
             await self._redis.script_load(_WRITE_LUA)
-            results = await self._execute(write, stage_first)
+            results = await resp.round_trip(self._redis, packed, commands.count)
+        self.round_trips += 1
         refused = []
         first = 0  # position in write.refs of the chunk's first entity
         chunk_results = results[len(results) - len(write.chunks):]  # after the staged commands
-        for (chunk_keys, _), positions in zip(write.chunks, chunk_results, strict=True):
+        for size, positions in zip(write.chunk_sizes, chunk_results, strict=True):
             refused += [write.refs[first + position - 1] for position in positions]
-            first += len(chunk_keys)
+            first += size
         for ref in refused:
             log.warning("entity %s: stale watermark, partition now owned elsewhere", ref)
         return refused
-
-    async def _execute(
-        self, write: EntityWrite, stage_first: Callable[[Pipeline], None] | None
-    ) -> list[list[int]]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if stage_first is not None:
-                stage_first(pipe)
-            for chunk_keys, args in write.chunks:
-                pipe.evalsha(self._script.sha, len(chunk_keys), *chunk_keys, *args)
-            results = await pipe.execute()
-        self.round_trips += 1
-        return results  # type: ignore[no-any-return]
 
     async def write(self, states: list[EntityState]) -> list[EntityRef]:
         """Encode and send at once; returns the refused entities (see ``send``)."""

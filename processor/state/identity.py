@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from processor.domain.transitions import EntityRef
 from processor.state import keys
 from processor.state.members import parse_member
+from processor.state.resp import Commands
 
 
 async def lookup(redis: Redis, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], EntityRef]:
@@ -21,6 +21,6 @@ async def lookup(redis: Redis, pairs: list[tuple[str, str]]) -> dict[tuple[str, 
     return {pair: parse_member(raw) for pair, raw in zip(pairs, found, strict=True) if raw}
 
 
-def stage_link(pipe: Pipeline, name: str, value: str, profile: EntityRef) -> None:
+def stage_link(commands: Commands, name: str, value: str, profile: EntityRef) -> None:
     """Link ``name=value`` to ``profile`` unless it is linked already (first come wins)."""
-    pipe.set(keys.identity_link(name, value), str(profile), nx=True)
+    commands.add("SET", keys.identity_link(name, value), str(profile), "NX")

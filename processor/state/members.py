@@ -12,10 +12,10 @@ import zlib
 from collections.abc import AsyncIterator, Iterable
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from processor.domain.transitions import EntityRef
 from processor.state import keys
+from processor.state.resp import Commands
 
 SHARDS = 16
 
@@ -30,14 +30,14 @@ def parse_member(member: bytes | str) -> EntityRef:
     return EntityRef(key, entity_id)
 
 
-def stage(pipe: Pipeline, segment_id: str, ref: EntityRef, member: bool) -> None:
-    """Add one membership change to the caller's pipeline (idempotent)."""
+def stage(commands: Commands, segment_id: str, ref: EntityRef, member: bool) -> None:
+    """Add one membership change to the caller's commands (idempotent)."""
     entity = str(ref)
     key = keys.segment_members(segment_id, shard_of(entity))
     if member:
-        pipe.sadd(key, entity)
+        commands.add("SADD", key, entity)
     else:
-        pipe.srem(key, entity)
+        commands.add("SREM", key, entity)
 
 
 class MemberIndex:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from processor.domain.transitions import EntityRef
 from processor.state import keys
 from processor.state.members import parse_member
+from processor.state.resp import Commands
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +27,9 @@ class Job:
     done: int
 
 
-def stage_entity(pipe: Pipeline, partition: int, ref: EntityRef) -> None:
+def stage_entity(commands: Commands, partition: int, ref: EntityRef) -> None:
     """Record a new entity in its partition's entity set (idempotent)."""
-    pipe.sadd(keys.partition_entities(partition), str(ref))
+    commands.add("SADD", keys.partition_entities(partition), str(ref))
 
 
 async def start(redis: Redis, partition: int, version: int) -> None:

@@ -9,19 +9,19 @@ ZREM are idempotent, so a batch re-done after a crash stages the very same chang
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from processor.domain.transitions import EntityRef
 from processor.state import keys
 from processor.state.members import parse_member
+from processor.state.resp import Commands
 
 
-def stage(pipe: Pipeline, partition: int, ref: EntityRef, due_ms: int | None) -> None:
+def stage(commands: Commands, partition: int, ref: EntityRef, due_ms: int | None) -> None:
     key = keys.due_schedule(partition)
     if due_ms is None:
-        pipe.zrem(key, str(ref))
+        commands.add("ZREM", key, str(ref))
     else:
-        pipe.zadd(key, {str(ref): due_ms})
+        commands.add("ZADD", key, due_ms, str(ref))
 
 
 async def due(redis: Redis, partition: int, now_ms: int, limit: int) -> list[tuple[EntityRef, int]]:

@@ -40,7 +40,6 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -57,6 +56,7 @@ from processor.settings import Settings
 from processor.state import identity, members, reevaluation, schedule
 from processor.state.entities import EntityStore, EntityWrite
 from processor.state.registry import Registry
+from processor.state.resp import Commands
 from processor.streams import kafka
 from processor.streams.routing import (
     SOURCE_HEADER,
@@ -115,16 +115,16 @@ class PendingWrite:
     new: list[tuple[int, EntityRef]] = field(default_factory=list)  # first write: join the index
     due: list[tuple[int, EntityRef, int | None]] = field(default_factory=list)
 
-    def stage(self, pipe: Pipeline) -> None:
+    def stage(self, commands: Commands) -> None:
         """The idempotent index and schedule commands that go ahead of the entity writes."""
         for (name, value), profile in self.links:
-            identity.stage_link(pipe, name, value, profile)
+            identity.stage_link(commands, name, value, profile)
         for segment_id, ref, member in self.members:
-            members.stage(pipe, segment_id, ref, member)
+            members.stage(commands, segment_id, ref, member)
         for partition, ref in self.new:
-            reevaluation.stage_entity(pipe, partition, ref)
+            reevaluation.stage_entity(commands, partition, ref)
         for partition, ref, due_ms in self.due:
-            schedule.stage(pipe, partition, ref, due_ms)
+            schedule.stage(commands, partition, ref, due_ms)
 
 
 @dataclass

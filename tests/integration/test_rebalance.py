@@ -39,10 +39,15 @@ def workload() -> tuple[list[bytes], list[bytes]]:
     return values, keys
 
 
-async def produce_slowly(settings: Settings, values: list[bytes], keys: list[bytes]) -> None:
-    """~15 s of traffic: long enough for a worker process to start and join mid-stream."""
+async def produce_slowly(
+    settings: Settings, values: list[bytes], keys: list[bytes], joined: asyncio.Event
+) -> None:
+    """~15 s of traffic; the last third waits until the second worker has joined, so the
+    leave that follows is mid-stream however long a worker process takes to start."""
     chunk = 250
     for start in range(0, len(values), chunk):
+        if start >= 2 * len(values) // 3:
+            await joined.wait()
         await produce(settings, values[start:start + chunk], keys=keys[start:start + chunk])
         await asyncio.sleep(0.15)
 
@@ -71,12 +76,15 @@ def test_join_and_leave_mid_stream_keep_counters_exact(settings: Settings, tmp_p
         second = None
         try:
             await wait_loaded(settings, timeout=60, pid=first.pid)
-            producing = asyncio.create_task(produce_slowly(settings, values, keys))
+            joined = asyncio.Event()
+            producing = asyncio.create_task(produce_slowly(settings, values, keys, joined))
             await asyncio.sleep(1.0)
             at_join = sum((await counters(settings)).values())
             second = spawn("worker", env, second_log)
             await wait_loaded(settings, timeout=60, pid=second.pid)
             await asyncio.sleep(1.5)  # let the group settle with both members working
+            joined.set()
+            await asyncio.sleep(0.5)
             at_leave = sum((await counters(settings)).values())
             first.send_signal(signal.SIGTERM)
             assert first.wait(timeout=60) is not None
