@@ -11,7 +11,7 @@ record forwarded twice (router crash before commit) is still applied once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
@@ -24,8 +24,7 @@ STREAM_HEADER = "stream"
 TIMESTAMP_FIELD_HEADER = "timestamp_field"
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """Where an event first entered Signalbox (topic, partition, offset of ``events``)."""
 
     topic: str
@@ -41,18 +40,18 @@ class Source:
         return cls(topic, int(partition), int(offset))
 
 
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    """Apply ``event`` to ``refs`` here; ``source`` gives the watermark and the cause."""
+class WorkItem(NamedTuple):
+    """Apply ``event`` to ``refs`` here; ``source`` gives the watermark and ``cause`` (its text
+    form) the transition ids. Tuples: one is made per event."""
 
     record: ConsumerRecord[bytes, bytes]
     event: Event
     refs: list[EntityRef]
     source: Source
+    cause: str
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
+class Forward(NamedTuple):
     """Send ``record``'s event to the owner of ``ref``."""
 
     record: ConsumerRecord[bytes, bytes]
@@ -83,6 +82,17 @@ def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
         if key == name:
             return value.decode(errors="replace")
     return None
+
+
+def decoding_headers(record: ConsumerRecord[bytes, bytes]) -> tuple[str | None, str | None]:
+    """The ``stream`` and ``timestamp_field`` headers of ``record``, in one pass."""
+    stream = field = None
+    for key, value in record.headers or ():
+        if key == STREAM_HEADER:
+            stream = value.decode(errors="replace")
+        elif key == TIMESTAMP_FIELD_HEADER:
+            field = value.decode(errors="replace")
+    return stream, field
 
 
 def parse_ref(raw: bytes | None) -> EntityRef | None:

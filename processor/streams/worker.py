@@ -66,6 +66,7 @@ from processor.streams.routing import (
     Ownership,
     Source,
     WorkItem,
+    decoding_headers,
     header,
     parse_ref,
 )
@@ -319,8 +320,7 @@ class EventWorker:
     def _decode(self, record: Record, now: int) -> Event:
         """Decode as the ``stream`` header says (``domain.records``); a generic event without a
         time of its own is stamped with the record's produce time, so a replay gets the same."""
-        raw = RawRecord(record.value or b"", record.timestamp or 0, header(record, STREAM_HEADER),
-                        header(record, TIMESTAMP_FIELD_HEADER))
+        raw = RawRecord(record.value or b"", record.timestamp or 0, *decoding_headers(record))
         return decode_record(raw, now_ms=now, max_bytes=self.settings.max_event_bytes)
 
     def _keyed_item(self, record: Record, event: Event, result: BatchResult) -> WorkItem | None:
@@ -329,7 +329,7 @@ class EventWorker:
         if ref is None or src is None:
             result.dead.append(DeadLetter(record, "forwarded record without key or source"))
             return None
-        return WorkItem(record, event, [ref], Source.parse(src))
+        return WorkItem(record, event, [ref], Source.parse(src), src)
 
     def _source_item(self, record: Record, event: Event, result: BatchResult) -> WorkItem | None:
         """An event from ``events``: apply it to the entities owned here, forward the rest."""
@@ -349,7 +349,7 @@ class EventWorker:
                 local.append(ref)
             else:
                 result.forwards.append(Forward(record, ref, owner, source))
-        return WorkItem(record, event, local, source) if local else None
+        return WorkItem(record, event, local, source, str(source)) if local else None
 
     def _stitch(self, event: Event, result: BatchResult) -> list[EntityRef]:
         """Identity stitching: link the event's other identifiers to its profile, or find the
@@ -406,7 +406,7 @@ class EventWorker:
                     result.late += 1  # beyond the allowed lateness: counted, not applied
                 else:
                     result.transitions += engine.apply_event(
-                        state, item.event, self.topology, cause=str(src), now_ms=now
+                        state, item.event, self.topology, cause=item.cause, now_ms=now
                     )
             except Exception as exc:  # a bug on one event must not stop the stream
                 log.exception("event %s failed on %s", src, ref)
