@@ -179,6 +179,10 @@ class EventWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._next_registry_check = 0.0
         self._next_due_check = 0.0
+        # True when ``transitions`` has as many partitions as ``events``: an entity's transitions
+        # then go to its owner partition number, which is what Kafka's default partitioner
+        # (murmur2 of the key) picks; the cached owner saves computing it in Python each time.
+        self._owner_partitions_transitions = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commits only after each batch is durable."""
@@ -193,6 +197,8 @@ class EventWorker:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         try:
             await self._check_copartitioned(topics)
+            transitions = await self._producer.partitions_for(self.settings.transitions_topic)
+            self._owner_partitions_transitions = len(transitions) == self.settings.partitions
             while not stop.is_set():
                 await self._refresh_topology()
                 batch = await self._consumer.getmany(
@@ -433,9 +439,11 @@ class EventWorker:
             futures.append(await send(self.settings.keyed_topic, fwd.record.value,
                                       key=str(fwd.ref).encode(), partition=fwd.partition,
                                       headers=headers))
+        owner = self.ownership.owner if self._owner_partitions_transitions else None
         for transition in result.transitions:
             futures.append(await send(self.settings.transitions_topic, transition.to_json(),
-                                      key=str(transition.entity).encode()))
+                                      key=str(transition.entity).encode(),
+                                      partition=owner(transition.entity) if owner else None))
         if futures:
             await asyncio.gather(*futures)
 
