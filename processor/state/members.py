@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from processor.domain.transitions import EntityRef
 from processor.state import keys
-from processor.state.resp import Commands
+from processor.state.resp import Commands, round_trip
 
 SHARDS = 16
 
@@ -30,14 +30,17 @@ def parse_member(member: bytes | str) -> EntityRef:
     return EntityRef(key, entity_id)
 
 
-def stage(commands: Commands, segment_id: str, ref: EntityRef, member: bool) -> None:
-    """Add one membership change to the caller's commands (idempotent)."""
-    entity = str(ref)
-    key = keys.segment_members(segment_id, shard_of(entity))
-    if member:
-        commands.add("SADD", key, entity)
-    else:
-        commands.add("SREM", key, entity)
+def stage(commands: Commands, changes: Iterable[tuple[str, EntityRef, bool]]) -> None:
+    """Add a batch's membership changes (segment id, entity, member), in order, to the caller's
+    commands: one SADD or SREM per index shard touched, each change's last state (idempotent)."""
+    final: dict[tuple[str, str], bool] = {}
+    for segment_id, ref, member in changes:
+        final[(segment_id, str(ref))] = member
+    grouped: dict[tuple[str, bool], list[str]] = {}
+    for (segment_id, entity), member in final.items():
+        grouped.setdefault((keys.segment_members(segment_id, shard_of(entity)), member), []).append(entity)
+    for (key, member), entities in grouped.items():
+        commands.add("SADD" if member else "SREM", key, *entities)
 
 
 class MemberIndex:
@@ -45,14 +48,11 @@ class MemberIndex:
         self._redis = redis
 
     async def apply(self, changes: Iterable[tuple[str, EntityRef, bool]]) -> None:
-        """Apply (segment id, entity, is member) changes in one pipelined round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            count = 0
-            for segment_id, ref, member in changes:
-                stage(pipe, segment_id, ref, member)
-                count += 1
-            if count:
-                await pipe.execute()
+        """Apply (segment id, entity, is member) changes in one round trip."""
+        commands = Commands()
+        stage(commands, changes)
+        if commands.count:
+            await round_trip(self._redis, commands.packed(), commands.count)
 
     async def members(self, segment_id: str, *, page: int = 500) -> AsyncIterator[EntityRef]:
         """Every member, shard by shard (SSCAN: members that stay in throughout are returned)."""

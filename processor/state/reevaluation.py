@@ -9,6 +9,7 @@ assigned worker resumes where the last one stopped; a page done twice emits noth
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -27,9 +28,14 @@ class Job:
     done: int
 
 
-def stage_entity(commands: Commands, partition: int, ref: EntityRef) -> None:
-    """Record a new entity in its partition's entity set (idempotent)."""
-    commands.add("SADD", keys.partition_entities(partition), str(ref))
+def stage_entities(commands: Commands, rows: Iterable[tuple[int, EntityRef]]) -> None:
+    """Record new entities (partition, entity) in their partitions' entity sets: one SADD per
+    partition (idempotent)."""
+    grouped: dict[int, list[str]] = {}
+    for partition, ref in rows:
+        grouped.setdefault(partition, []).append(str(ref))
+    for partition, entities in grouped.items():
+        commands.add("SADD", keys.partition_entities(partition), *entities)
 
 
 async def start(redis: Redis, partition: int, version: int) -> None:

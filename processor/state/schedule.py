@@ -2,11 +2,13 @@
 
 One sorted set per partition of the keyed topics (the worker owning partition p re-evaluates
 the entities due in shard p), members ``"<key>:<id>"``, scores epoch ms. Writes are staged on
-the caller's pipeline so they travel in the same round trip as the rest of a batch; ZADD and
+the caller's commands so they travel in the same round trip as the rest of a batch; ZADD and
 ZREM are idempotent, so a batch re-done after a crash stages the very same changes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
@@ -16,12 +18,23 @@ from processor.state.members import parse_member
 from processor.state.resp import Commands
 
 
-def stage(commands: Commands, partition: int, ref: EntityRef, due_ms: int | None) -> None:
-    key = keys.due_schedule(partition)
-    if due_ms is None:
-        commands.add("ZREM", key, str(ref))
-    else:
-        commands.add("ZADD", key, due_ms, str(ref))
+def stage(commands: Commands, rows: Iterable[tuple[int, EntityRef, int | None]]) -> None:
+    """Add a batch's due times (partition, entity, due ms or None: nothing due) to the caller's
+    commands: one ZADD and one ZREM per partition at most, each entity's last row."""
+    final: dict[tuple[int, str], int | None] = {}
+    for partition, ref, due_ms in rows:
+        final[(partition, str(ref))] = due_ms
+    adds: dict[int, list[int | str]] = {}
+    removes: dict[int, list[str]] = {}
+    for (partition, entity), due_ms in final.items():
+        if due_ms is None:
+            removes.setdefault(partition, []).append(entity)
+        else:
+            adds.setdefault(partition, []).extend((due_ms, entity))
+    for partition, pairs in adds.items():
+        commands.add("ZADD", keys.due_schedule(partition), *pairs)
+    for partition, entities in removes.items():
+        commands.add("ZREM", keys.due_schedule(partition), *entities)
 
 
 async def due(redis: Redis, partition: int, now_ms: int, limit: int) -> list[tuple[EntityRef, int]]:

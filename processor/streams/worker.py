@@ -120,12 +120,9 @@ class PendingWrite:
         """The idempotent index and schedule commands that go ahead of the entity writes."""
         for (name, value), profile in self.links:
             identity.stage_link(commands, name, value, profile)
-        for segment_id, ref, member in self.members:
-            members.stage(commands, segment_id, ref, member)
-        for partition, ref in self.new:
-            reevaluation.stage_entity(commands, partition, ref)
-        for partition, ref, due_ms in self.due:
-            schedule.stage(commands, partition, ref, due_ms)
+        members.stage(commands, self.members)
+        reevaluation.stage_entities(commands, self.new)
+        schedule.stage(commands, self.due)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from processor.domain.entity import EntityState
 from processor.domain.transitions import EntityRef
-from processor.state import entities, resp
+from processor.state import entities, keys, members, reevaluation, resp, schedule
 from processor.state.entities import EntityStore
 
 pytestmark = pytest.mark.integration
@@ -88,5 +88,33 @@ def test_a_lost_script_cache_is_reloaded_and_the_write_lands(redis_url: str) -> 
             == {("events", 0): 2}
         # the connection that got the error was dropped, not reused with replies unread
         assert await resp.round_trip(redis, resp.command("PING"), 1) == [b"PONG"]
+
+    _run(redis_url, scenario)
+
+
+def test_a_batch_of_index_and_schedule_changes_leaves_each_entity_s_last_state(
+    redis_url: str,
+) -> None:
+    a, b, c = (EntityRef("user_id", u) for u in "abc")
+
+    def stage(commands: resp.Commands) -> None:
+        members.stage(commands, [("s1", a, True), ("s1", b, True), ("s1", a, False),
+                                 ("s2", c, True), ("s1", b, True)])
+        schedule.stage(commands, [(0, a, 500), (0, b, 700), (1, c, None), (0, a, None),
+                                  (1, b, 900)])
+        reevaluation.stage_entities(commands, [(0, a), (0, b), (1, c)])
+
+    async def scenario(redis: Redis) -> None:
+        await redis.zadd(keys.due_schedule(1), {str(c): 100})
+        await redis.sadd(keys.segment_members("s1", members.shard_of(str(a))), str(a))
+        store = EntityStore(redis)
+        assert await store.send(store.encode([]), stage) == []
+        index = members.MemberIndex(redis)
+        assert {r async for r in index.members("s1")} == {b}
+        assert {r async for r in index.members("s2")} == {c}
+        assert await redis.zrange(keys.due_schedule(0), 0, -1, withscores=True) == [(b"user_id:b", 700.0)]
+        assert await redis.zrange(keys.due_schedule(1), 0, -1, withscores=True) == [(b"user_id:b", 900.0)]
+        assert await redis.smembers(keys.partition_entities(0)) == {b"user_id:a", b"user_id:b"}
+        assert await redis.smembers(keys.partition_entities(1)) == {b"user_id:c"}
 
     _run(redis_url, scenario)
