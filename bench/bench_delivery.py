@@ -107,6 +107,8 @@ class MeasuredDelivery(DeliveryWorker):
             self.stop_event.set()
 
     def delivered(self) -> float:
+        for lane in self.lanes.values():
+            lane.flush_metrics()  # the counter is otherwise updated once per lane tick
         return sum(self.metrics.value("signalbox_delivery_delivered_total", sub_id)
                    for sub_id in self.lanes)
 
@@ -263,6 +265,16 @@ def cpu_line(res: dict[str, Any], transitions: int) -> str:
             f"(one free core: ~{1 / per:,.0f} transitions/s)")
 
 
+def proc_cpu(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user + system) a child process has used so far."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per(name: str, used_s: float, count: int) -> str:
+    return f"{name} {used_s / count * 1e6:,.0f} us CPU per {'event' if name == 'worker' else 'transition'}"
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load avg {one:.2f}/{five:.2f} (1/5 min) on {os.cpu_count()} cores"
@@ -386,11 +398,13 @@ async def delivery_latency(args: argparse.Namespace) -> None:
             await producer.stop()
             await asyncio.to_thread(receiver.wait_for, 1, 120.0)
             receiver.clear()
+            cpu_start = proc_cpu(delivery)
             count, produce_s = await paced_transitions(settings, args.rate, args.seconds,
                                                        args.users)
             deadline = time.monotonic() + max(60.0, 2 * args.seconds)
             while receiver.count < count and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
+            cpu_line_ = cpu_per("delivery", proc_cpu(delivery) - cpu_start, count)
             requests = receiver.requests
         finally:
             await stop_child(delivery)
@@ -405,6 +419,7 @@ async def delivery_latency(args: argparse.Namespace) -> None:
           f"received; produce->webhook receipt p50 {percentile(lat, 0.5):.1f} ms, p90 "
           f"{percentile(lat, 0.9):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, max "
           f"{max(lat, default=float('nan')):.1f} ms")
+    print(f"  process CPU from the first paced send until all were received: {cpu_line_}")
 
 
 async def latency(args: argparse.Namespace) -> float:
@@ -425,12 +440,15 @@ async def latency(args: argparse.Namespace) -> float:
             await producer.stop()
             await asyncio.to_thread(receiver.wait_for, 1, 120.0)
             receiver.clear()
+            cpu_start = proc_cpu(worker), proc_cpu(delivery)
             count, produce_s = await paced_flips(settings, args.rate, args.seconds, args.users)
             produced_at = time.time()
             deadline = time.monotonic() + max(60.0, 2 * args.seconds)
             while receiver.count < count and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             drained_s = time.time() - produced_at
+            cpu_lines = (cpu_per("worker", proc_cpu(worker) - cpu_start[0], count) + "; "
+                         + cpu_per("delivery", proc_cpu(delivery) - cpu_start[1], count))
             requests = receiver.requests
         finally:
             await stop_child(delivery)
@@ -455,6 +473,7 @@ async def latency(args: argparse.Namespace) -> float:
           "EventWorker + one DeliveryWorker process")
     print(f"  p50 {p50:.1f} ms, p90 {percentile(lat, 0.9):.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(lat, default=float('nan')):.1f} ms")
+    print(f"  process CPU from the first paced send until all were received: {cpu_lines}")
 
     return p99
 

@@ -15,11 +15,16 @@ In that mode a record's later records of the same ordering key also come back as
 different keys may be delivered concurrently. ``flush`` raises ``SinkBackpressure`` when the
 target asks for a pause longer than the sink waits in place (the unsettled records stay added),
 and ``DeliveryFailed`` when the sink as a whole cannot work.
+
+A sink may also deliver single records without a task of the caller's (``send``): the
+webhook sink does, so a lane sending one record per request spends no task, future or
+coroutine per record. Sinks without it answer ``False`` and the caller uses ``add`` + ``flush``.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,7 +33,7 @@ from processor.domain.payloads import Delivery
 Outcome = Literal["delivered", "dead", "retry"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per record, and frozen fields cost a setattr call each
 class DeliveryResult:
     delivery: Delivery
     outcome: Outcome
@@ -61,3 +66,11 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections. Idempotent; nothing is called on the sink afterwards."""
+
+    def send(self, record: Delivery,
+             done: Callable[[DeliveryResult | BaseException], None]) -> bool:
+        """Deliver one record by itself if this sink can: then ``done`` is called once with
+        its result (as ``flush`` would give it, in park mode) or with the exception that broke
+        the delivery, never before ``send`` returns, and not at all once the sink is closed.
+        ``False``: this sink cannot (the default); use ``add`` + ``flush``."""
+        return False

@@ -24,6 +24,13 @@ is a timer on the connection that fails the pending answer, not a task cancellat
 deadline coincide, which then surfaces at an unrelated ``await``. A cancelled or timed-out
 request's connection is closed, never reused.
 
+Two ways to send: ``await post(...)``, and ``post_soon(..., on_done)``, which writes the request
+at once on an idle pooled connection and hands the answer to ``on_done`` from the connection's
+own callback (no task, no future: a webhook lane sends thousands of requests a second this way);
+without an idle connection it runs ``post`` in a task and calls ``on_done`` from there. Each
+connection keeps one deadline timer, re-armed lazily when it fires, instead of scheduling and
+cancelling a timer per request.
+
 A request sent on a *reused* connection that the server closed before answering a single byte
 (its keep-alive timeout raced our reuse) is sent again on a fresh connection, as browsers and
 httpx do; a receiver may therefore, rarely, see a request twice (webhooks carry a stable
@@ -34,12 +41,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from processor.domain.subscriptions import HEADER_NAME, HEADER_VALUE
+
+log = logging.getLogger(__name__)
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 8 * 1024 * 1024
@@ -71,7 +81,7 @@ class PeerRefused(HttpError):
     """The connection reached an address the client's ``check_peer`` refuses."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per request, and frozen fields cost setattr calls
 class Response:
     status: int
     headers: dict[str, str]  # names lower-cased; a repeated header keeps its last value
@@ -142,6 +152,7 @@ class Http1Client:
         self._check_peer = check_peer
         self._idle: dict[Origin, list[_Connection]] = {}
         self._all: set[_Connection] = set()
+        self._tasks: set[asyncio.Future[None]] = set()  # post_soon's requests run in tasks
         self._closed = False
 
     @property
@@ -159,6 +170,70 @@ class Http1Client:
         data = b"".join((where.head, headers, b"Content-Length: %d\r\n\r\n" % len(body), body))
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        return await self._exchange(where, data, deadline)
+
+    def post_soon(self, where: Target, headers: bytes, body: bytes, *, timeout: float,
+                  on_done: Callable[[Response | BaseException], None]) -> None:
+        """Like ``post``, but ``on_done(response or error)`` is called once with what ``post``
+        would return or raise, never before this returns. With an idle connection the request
+        is written now and ``on_done`` runs in that connection's callback; otherwise ``post``
+        runs in a task. ``on_done`` must not raise (what it raises is logged)."""
+        loop = asyncio.get_running_loop()
+        data = b"".join((where.head, headers, b"Content-Length: %d\r\n\r\n" % len(body), body))
+        deadline = loop.time() + timeout
+        conn = None if self._closed else self._take_idle(where.origin)
+        if conn is None:
+            self._in_task(where, data, deadline, on_done)
+        else:
+            self._send_on(conn, where, data, deadline, on_done)
+
+    def _send_on(self, conn: _Connection, where: Target, data: bytes, deadline: float,
+                 on_done: Callable[[Response | BaseException], None]) -> None:
+        """``post_soon`` on a reused connection: the answer is settled in its callback."""
+
+        def answered(answer: Response | BaseException) -> None:
+            if isinstance(answer, Response):
+                if answer.keep_alive and conn.reusable:
+                    self._release(where.origin, conn)
+                else:
+                    self._discard(conn)
+            else:
+                self._discard(conn, abort=True)
+                if isinstance(answer, ConnectionLost) and not answer.answered:
+                    # a stale keep-alive connection: send again on another one
+                    again = None if self._closed else self._take_idle(where.origin)
+                    if again is None:
+                        self._in_task(where, data, deadline, on_done)
+                    else:
+                        self._send_on(again, where, data, deadline, on_done)
+                    return
+            _call(on_done, answer)
+
+        try:
+            conn.send(data, deadline, answered)
+        except ConnectionLost:
+            self._discard(conn, abort=True)
+            self._in_task(where, data, deadline, on_done)
+
+    def _in_task(self, where: Target, data: bytes, deadline: float,
+                 on_done: Callable[[Response | BaseException], None]) -> None:
+        async def run() -> None:
+            try:
+                if self._closed:
+                    raise HttpError("the client is closed")
+                answer: Response | BaseException = await self._exchange(where, data, deadline)
+            except BaseException as exc:  # handed over; a cancellation is re-raised too
+                _call(on_done, exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            _call(on_done, answer)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _exchange(self, where: Target, data: bytes, deadline: float | None) -> Response:
         while True:
             conn = self._take_idle(where.origin)
             reused = conn is not None
@@ -182,6 +257,8 @@ class Http1Client:
 
     async def aclose(self) -> None:
         self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
         for conn in list(self._all):
             conn.close()
         self._all.clear()
@@ -238,22 +315,29 @@ class Http1Client:
 
 
 class _Connection(asyncio.Protocol):
-    """One connection; ``request`` sends one request and waits for its complete answer."""
+    """One connection; ``send`` writes one request and hands its complete answer (or the
+    error) to a callback; ``request`` awaits it."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[Response] | None = None
+        self._on_answer: Callable[[Response | BaseException], None] | None = None
         self._buffer = bytearray()
         self._head: tuple[int, dict[str, str], bool] | None = None  # status, headers, keep-alive
         self._body_mode = ""  # "length", "chunked" or "close"
         self._dechunker = _Dechunker()
         self._length = 0
         self._lost = False
+        # The request in flight must be answered by ``_deadline``. One timer per connection,
+        # armed at a deadline and re-armed when it fires early (the connection was reused
+        # meanwhile), so a request costs no timer of its own.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     @property
     def reusable(self) -> bool:
         return (not self._lost and self._transport is not None
-                and not self._transport.is_closing() and self._waiter is None)
+                and not self._transport.is_closing() and self._on_answer is None)
 
     def peer_address(self) -> str | None:
         peer = None if self._transport is None else self._transport.get_extra_info("peername")
@@ -266,37 +350,56 @@ class _Connection(asyncio.Protocol):
             else:
                 self._transport.close()
 
-    async def request(self, data: bytes, deadline: float | None = None) -> Response:
-        assert self._transport is not None and self._waiter is None
+    def send(self, data: bytes, deadline: float | None,
+             on_answer: Callable[[Response | BaseException], None]) -> None:
+        """Write one request; ``on_answer`` gets its answer or error once, from a callback
+        (the connection is idle again by then, so ``on_answer`` may send the next one)."""
+        assert self._transport is not None and self._on_answer is None
         if self._lost or self._transport.is_closing():
             raise ConnectionLost("the connection was closed")
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Response] = loop.create_future()
-        self._waiter = waiter
-        timer = None if deadline is None else loop.call_at(deadline, self._expire, waiter)
+        self._on_answer = on_answer
+        self._deadline = deadline
+        if deadline is not None and (self._timer is None or self._timer_at > deadline):
+            self._arm(deadline)
         self._buffer.clear()
         self._head = None
         self._transport.write(data)
-        try:
-            return await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
 
-    def _expire(self, waiter: asyncio.Future[Response]) -> None:
-        if not waiter.done():
+    async def request(self, data: bytes, deadline: float | None = None) -> Response:
+        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.send(data, deadline, functools.partial(_resolve, waiter))
+        return await waiter
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_at(at, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if self._on_answer is None or deadline is None:
+            return
+        if deadline <= self._timer_at:
             self._lost = True
-            waiter.set_exception(TimeoutError("no complete answer in time"))
+            self._finish(TimeoutError("no complete answer in time"))
+        else:
+            self._arm(deadline)
+
+    def _finish(self, answer: Response | BaseException) -> None:
+        on_answer = self._on_answer
+        if on_answer is not None:
+            self._on_answer = None
+            self._deadline = None
+            on_answer(answer)
 
     # asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._on_answer is None:
             self._lost = True  # bytes nobody asked for: this connection cannot be trusted
             self.close(abort=True)
             return
@@ -305,12 +408,12 @@ class _Connection(asyncio.Protocol):
             response = self._parse()
         except ProtocolError as exc:
             self._lost = True
-            waiter.set_exception(exc)
+            self._finish(exc)
             return
         if response is not None:
             if self._buffer:  # more than one answer to one request
                 self._lost = True
-            waiter.set_result(response)
+            self._finish(response)
 
     def eof_received(self) -> bool:
         self._finish_at_close()
@@ -319,21 +422,21 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish_at_close()
         self._lost = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._on_answer is not None:
             reason = f"{type(exc).__name__}: {exc}" if exc else "closed by the server"
-            waiter.set_exception(ConnectionLost(f"connection lost before the answer ({reason})",
-                                                answered=bool(self._buffer or self._head)))
+            self._finish(ConnectionLost(f"connection lost before the answer ({reason})",
+                                        answered=bool(self._buffer or self._head)))
 
     # parsing ------------------------------------------------------------------------------
     def _finish_at_close(self) -> None:
         """A read-until-close body ends with the connection."""
-        waiter = self._waiter
-        if (waiter is not None and not waiter.done() and self._head is not None
-                and self._body_mode == "close"):
+        if self._on_answer is not None and self._head is not None and self._body_mode == "close":
             status, headers, _ = self._head
             self._lost = True
-            waiter.set_result(Response(status, headers, bytes(self._buffer), keep_alive=False))
+            self._finish(Response(status, headers, bytes(self._buffer), keep_alive=False))
 
     def _parse(self) -> Response | None:
         buffer = self._buffer
@@ -371,25 +474,43 @@ class _Connection(asyncio.Protocol):
             del buffer[:self._length]
             return Response(status, headers, body, keep_alive)
         if self._body_mode == "chunked":
-            body = self._dechunker.feed(buffer)
-            return None if body is None else Response(status, headers, body, keep_alive)
+            whole = self._dechunker.feed(buffer)
+            return None if whole is None else Response(status, headers, whole, keep_alive)
         if len(buffer) > _MAX_BODY:
             raise ProtocolError("the answer's body is too large")
         return None  # read until close
 
 
+def _resolve(waiter: asyncio.Future[Response], answer: Response | BaseException) -> None:
+    if waiter.done():  # the awaiting task was cancelled
+        return
+    if isinstance(answer, BaseException):
+        waiter.set_exception(answer)
+    else:
+        waiter.set_result(answer)
+
+
+def _call(on_done: Callable[[Response | BaseException], None],
+          answer: Response | BaseException) -> None:
+    try:
+        on_done(answer)
+    except Exception:  # a broken callback must not take the connection's loop callback down
+        log.exception("post_soon callback failed")
+
+
 def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
+    status_line, _, rest = head.decode("latin-1").partition("\r\n")
+    parts = status_line.split(" ", 2)
     if (len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3
             or not parts[1].isascii() or not parts[1].isdigit()):
-        raise ProtocolError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
+        raise ProtocolError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ProtocolError(f"malformed header line: {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
+    if rest:
+        for line in rest.split("\r\n"):
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise ProtocolError(f"malformed header line: {line[:80]!r}")
+            headers[name.strip().lower()] = value.strip()
     connection = headers.get("connection", "").lower()
     keep_alive = "keep-alive" in connection if parts[0] == "HTTP/1.0" else "close" not in connection
     return int(parts[1]), headers, keep_alive

@@ -10,14 +10,17 @@ one; it may deliver one twice, with the same delivery id.
 
 How a record travels:
 
-1. *Live*: the lane has one or more live sinks ("slots"), each with its own task. A slot
-   takes up to ``chunk`` records from the queue as soon as they arrive (no batching wait) and
-   flushes them; the sink retries in place only briefly (``LanePolicy.in_place_*``). Delivered
-   -> ack. Dead (a non-retriable answer) -> dead-letter, ack. ``retry`` -> park, ack. An entity
-   is in flight in one slot at a time: its later records wait until that flush is settled, so
-   per-entity order holds while other entities go out concurrently. Webhook lanes run many
-   slots of one record each (one POST per transition, many connections); Kinesis and Kafka
-   lanes one slot of up to ``chunk`` records (one PutRecords / produce batch).
+1. *Live*: the lane has one or more live sinks ("slots"). With ``chunk`` > 1 (Kinesis, Kafka:
+   one PutRecords / produce batch) each slot has its own task, which takes up to ``chunk``
+   records from the queue as soon as they arrive (no batching wait) and flushes them. With
+   ``chunk`` 1 (webhooks: one POST per transition, many connections) ``submit`` starts a
+   record at once on a free slot (``Sink.send``: no task, future or coroutine per record
+   for a webhook that answers 2xx; sinks without ``send`` get a task per record), and a
+   settled record's slot starts the next queued one. Either way the sink retries in place
+   only briefly (``LanePolicy.in_place_*``). Delivered -> ack. Dead (a non-retriable answer)
+   -> dead-letter, ack. ``retry`` -> park, ack. An entity is in flight in one slot at a time:
+   its later records wait until that flush is settled, so per-entity order holds while other
+   entities go out concurrently.
 2. *Parked*: once an entity has a parked record, its later records for this subscription are
    parked behind it (never sent live), so per-entity order holds. Parked records of an entity
    are retried in offset order, one at a time, after ``backoff_delay`` (or the target's
@@ -32,6 +35,9 @@ How a record travels:
    and would only slow it down. The worker also spills the longest queue (``spill``) when its
    in-flight limit is reached.
 
+The ``delivered`` counter is updated on every retry tick (``tick_s``) and on ``close``, not
+per record (``flush_metrics`` updates it at once).
+
 Parked records live per (subscription, partition); the lane retries those of the partitions
 ``assign``-ed to this worker. ``close(drop_parked=True)`` (subscription deleted) stops at once and
 forgets them.
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -51,7 +58,7 @@ from dataclasses import dataclass, field
 from processor.domain.backoff import backoff_delay
 from processor.domain.payloads import Delivery
 from processor.domain.subscriptions import Subscription
-from processor.domain.transitions import Transition
+from processor.domain.transitions import EntityRef, Transition
 from processor.metrics import DeliveryMetrics
 from processor.sinks.base import DeliveryResult, Sink
 from processor.sinks.errors import DeliveryFailed
@@ -60,7 +67,7 @@ from processor.state.deliveries import ParkedRecord, ParkStore
 log = logging.getLogger(__name__)
 
 DeadLetter = Callable[[list[DeliveryResult]], Awaitable[None]]
-EntityKey = tuple[int, str]  # (partition, entity)
+EntityKey = tuple[int, EntityRef]  # (partition, entity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +102,7 @@ class LaneItem:
 
     @property
     def key(self) -> EntityKey:
-        return (self.partition, str(self.transition.entity))
+        return (self.partition, self.transition.entity)
 
 
 class SubscriptionLane:
@@ -138,8 +145,12 @@ class SubscriptionLane:
         self._unsettled: dict[int, LaneItem] = {}
         self._closed = False
         self._parked_dirty = False
-        self._settled_log: deque[tuple[float, int]] = deque()  # (monotonic, records settled)
-        self._settled_recent = 0  # their sum
+        # chunk 1: the live sinks not sending a record now; None: slot tasks (chunk > 1)
+        self._free: list[Sink] | None = list(live_sinks) if self._chunk == 1 else None
+        self._side: set[asyncio.Task[None]] = set()  # parking / dead-lettering of one record
+        self._settled = 0  # records delivered live, ever
+        self._settled_marks: deque[tuple[float, int]] = deque()  # (monotonic, _settled) per tick
+        self._delivered_unreported = 0  # not on the ``delivered`` counter yet
 
     @property
     def id(self) -> str:
@@ -152,15 +163,18 @@ class SubscriptionLane:
             await sink.start()
             self._retry_pool.put_nowait(sink)
         await self.assign(partitions)
-        self._tasks = [asyncio.create_task(self._live_slot(sink), name=f"lane-live-{self.id}-{n}")
-                       for n, sink in enumerate(self._live_sinks)]
+        if self._free is None:
+            self._tasks = [asyncio.create_task(self._live_slot(sink),
+                                               name=f"lane-live-{self.id}-{n}")
+                           for n, sink in enumerate(self._live_sinks)]
         self._tasks.append(asyncio.create_task(self._retry_loop(), name=f"lane-retry-{self.id}"))
+        self._pump()
 
     async def assign(self, partitions: Iterable[int]) -> None:
         """Take over the parked records of ``partitions`` (this worker owns them now)."""
         for partition in set(partitions) - self._partitions:
             for record in await self._parks.load(self.id, partition):
-                self._held.setdefault((partition, str(record.transition.entity)), []).append(record)
+                self._held.setdefault((partition, record.transition.entity), []).append(record)
             self._partitions.add(partition)
         self._metrics.parked.labels(self.id).set(self.parked_count)
 
@@ -176,7 +190,10 @@ class SubscriptionLane:
         """Queue a record (no I/O). Spills to Redis when the target falls behind (policy)."""
         self._unsettled[id(item)] = item
         self._queue.append(item)
-        self._wake_one()
+        if self._free is None:
+            self._wake_one()
+        elif self._free:
+            self._pump()
         if len(self._queue) > self._policy.spill_at:
             self._maybe_spill(time.monotonic())
 
@@ -191,10 +208,18 @@ class SubscriptionLane:
             self.spill()
 
     def _recently_settled(self, now: float) -> int:
-        log_ = self._settled_log
-        while log_ and now - log_[0][0] > self._policy.spill_after_s:
-            self._settled_recent -= log_.popleft()[1]
-        return self._settled_recent
+        """Records delivered live over (about) the last ``spill_after_s``: since the newest
+        per-tick mark at least that old."""
+        marks = self._settled_marks
+        while len(marks) > 1 and now - marks[1][0] >= self._policy.spill_after_s:
+            marks.popleft()
+        return self._settled - marks[0][1] if marks else self._settled
+
+    def flush_metrics(self) -> None:
+        """Put what was delivered since the last tick on the ``delivered`` counter."""
+        if self._delivered_unreported:
+            self._m_delivered.inc(self._delivered_unreported)
+            self._delivered_unreported = 0
 
     @property
     def queued(self) -> int:
@@ -223,7 +248,9 @@ class SubscriptionLane:
         in flight without delivering it and forget its parked records. Otherwise unsettled
         records stay uncommitted, to be consumed again by the next owner."""
         self._closed = True
-        tasks = [*self._tasks, *self._drains, *([self._spilling] if self._spilling else [])]
+        self.flush_metrics()
+        tasks = [*self._tasks, *self._drains, *self._side,
+                 *([self._spilling] if self._spilling else [])]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -241,7 +268,113 @@ class SubscriptionLane:
         for sink in self._retry_sinks:
             await sink.close()
 
-    # live path ---------------------------------------------------------------------------
+    # live path, one record per send (chunk 1) ----------------------------------------------
+    def _pump(self) -> None:
+        """Start queued records on free slots. Never re-entered: ``Sink.send`` calls back only
+        after it returned, and a record settled in a callback pumps from there."""
+        free, queue = self._free, self._queue
+        if not free or not queue or self._closed:
+            return
+        inflight, held = self._inflight, self._held
+        behind: list[LaneItem] = []
+        while free and queue:
+            item = queue.popleft()
+            key = item.key
+            if key in held:
+                behind.append(item)
+            elif key in inflight:
+                self._blocked.setdefault(key, deque()).append(item)
+            else:
+                inflight[key] = 1
+                self._inflight_items[id(item)] = item
+                self._send(free.pop(), item)
+        if behind:
+            self._aside(self._park([(i, 0, "parked behind an earlier record of its entity")
+                                    for i in behind]))
+
+    def _send(self, sink: Sink, item: LaneItem) -> None:
+        delivery = Delivery(self.subscription, item.transition)
+        try:
+            if sink.send(delivery, functools.partial(self._sent, sink, item)):
+                return
+        except DeliveryFailed as exc:
+            self._aside(self._sent_otherwise(sink, item, DeliveryResult(delivery, "dead", 0,
+                                                                         exc.reason)))
+            return
+        self._aside(self._flush_one(sink, item, delivery))
+
+    async def _flush_one(self, sink: Sink, item: LaneItem, delivery: Delivery) -> None:
+        """A record on a sink without ``send``: ``add`` + ``flush`` in a task of its own."""
+        try:
+            await sink.add(delivery)
+            [result] = await sink.flush()
+        except DeliveryFailed as exc:
+            result = DeliveryResult(delivery, "dead", 0, exc.reason)
+        except BaseException as exc:  # noqa: BLE001 - handed on, a cancellation re-raised there
+            await self._sent_otherwise(sink, item, exc)
+            return
+        self._sent(sink, item, result)
+
+    def _sent(self, sink: Sink, item: LaneItem, result: DeliveryResult | BaseException) -> None:
+        """A record's send ended (often inside the connection's callback)."""
+        if self._closed:
+            return
+        if isinstance(result, DeliveryResult) and result.outcome == "delivered":
+            if result.attempts > 1:
+                self._m_retried.inc(result.attempts - 1)
+            self._settled += 1
+            self._delivered_unreported += 1
+            if self._unsettled.pop(id(item), None) is not None:
+                item.ack()
+            self._inflight_items.pop(id(item), None)
+            key = item.key
+            self._inflight.pop(key, None)  # chunk 1: an entity is in flight once
+            waiting = self._blocked.pop(key, None)
+            if waiting:
+                self._queue.extendleft(reversed(waiting))
+            self._free.append(sink)  # type: ignore[union-attr]  # chunk 1
+            self._pump()
+        else:
+            self._aside(self._sent_otherwise(sink, item, result))
+
+    async def _sent_otherwise(self, sink: Sink, item: LaneItem,
+                              result: DeliveryResult | BaseException) -> None:
+        """Park, dead-letter or requeue one record; its slot and entity stay busy meanwhile."""
+        assert self._free is not None
+        pause = 0.0
+        try:
+            if isinstance(result, asyncio.CancelledError):
+                if self._closed:
+                    raise result
+                # Not ours: a library's timeout leaked a cancellation into the delivery
+                # (Python 3.11 asyncio.timeout race). The record goes out again.
+                log.warning("subscription=%s: stray cancellation; record requeued", self.id)
+                self._requeue([item])
+            elif isinstance(result, BaseException):
+                log.error("subscription=%s: live delivery failed; record requeued", self.id,
+                          exc_info=result)
+                self._requeue([item])
+                pause = 1.0
+            else:
+                await self._settle_results([item], [result])
+                self._release((item,))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # Redis or the dead-letter topic: the record is tried again
+            log.exception("subscription=%s: settling a delivery failed; record requeued", self.id)
+            self._requeue([item])
+            pause = 1.0
+        if pause:
+            await asyncio.sleep(pause)
+        self._free.append(sink)
+        self._pump()
+
+    def _aside(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    # live path, slot tasks (chunk > 1) ---------------------------------------------------
     def _wake_one(self) -> None:
         while self._idle:
             waiter = self._idle.popleft()
@@ -302,7 +435,7 @@ class SubscriptionLane:
                 items.append(item)
         return items, behind
 
-    def _release(self, items: list[LaneItem]) -> None:
+    def _release(self, items: Sequence[LaneItem]) -> None:
         """``items`` are settled (or requeued): their entities' waiting records go back to
         the head of the queue, in order."""
         inflight = self._inflight
@@ -339,10 +472,17 @@ class SubscriptionLane:
                 continue
             added.append(item)
         results = await sink.flush() if added else []
+        await self._settle_results(added, results, refused)
+        self._release(items)
+
+    async def _settle_results(self, items: list[LaneItem], results: list[DeliveryResult],
+                              refused: list[tuple[LaneItem, DeliveryResult]] | None = None,
+                              ) -> None:
+        """Ack the delivered, park the ``retry`` ones, dead-letter the dead (and ``refused``)."""
         parked: list[tuple[LaneItem, int, str]] = []
-        dead = refused[:]
+        dead = list(refused or ())
         settled: list[LaneItem] = []
-        for item, result in zip(added, results, strict=True):
+        for item, result in zip(items, results, strict=True):
             if result.attempts > 1:
                 self._m_retried.inc(result.attempts - 1)
             if result.outcome == "retry":
@@ -354,9 +494,8 @@ class SubscriptionLane:
             else:
                 settled.append(item)
         if settled:
-            self._settled_log.append((time.monotonic(), len(settled)))
-            self._settled_recent += len(settled)
-            self._m_delivered.inc(len(settled))
+            self._settled += len(settled)
+            self._delivered_unreported += len(settled)
             for item in settled:
                 self._settle(item)
         if parked:  # held at once (inside _park, before its first await): order is kept
@@ -365,7 +504,6 @@ class SubscriptionLane:
             await self._dead([result for _, result in dead])
             for item, _ in dead:
                 self._settle(item)
-        self._release(items)
 
     async def _park(self, entries: list[tuple[LaneItem, int, str]]) -> None:
         """Hold the entities at once (later records queue behind), store, then ack."""
@@ -399,11 +537,15 @@ class SubscriptionLane:
 
     # background retries ------------------------------------------------------------------
     async def _retry_loop(self) -> None:
-        """Every tick: spill if needed, and start a drain for every due entity."""
+        """Every tick: report metrics, spill if needed, start a drain for every due entity."""
         while True:
             await asyncio.sleep(self._policy.tick_s)
             now = time.monotonic()
+            self.flush_metrics()
+            self._settled_marks.append((now, self._settled))
+            self._recently_settled(now)  # drops the marks no longer needed
             self._maybe_spill(now)
+            self._pump()
             self._start_drains(now)
             if self._parked_dirty:
                 self._parked_dirty = False
@@ -515,4 +657,4 @@ def _uncancel() -> None:
 
 
 def _key(record: ParkedRecord) -> EntityKey:
-    return (record.partition, str(record.transition.entity))
+    return (record.partition, record.transition.entity)

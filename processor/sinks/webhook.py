@@ -20,8 +20,11 @@ previous is settled); up to ``concurrency`` keys are in flight at once.
 Cost per request (one POST per transition is the Lytics contract, so this bounds a lane): the
 requests go through ``processor.sinks.http1`` (keep-alive connections, shared by every sink
 given the same ``client``); the subscription's static header lines are encoded once per
-subscription object, the signature is one ``hmac.digest`` over the body with the decoded secret
-cached, and the target's address check (``urlguard``) is redone once a minute, not per request.
+subscription object, the signature is HMAC-SHA256 from the key's precomputed inner and outer
+SHA-256 states (two hash copies per request instead of a keyed set-up), and the target's address
+check (``urlguard``) is redone once a minute, not per request. ``send`` (the lanes' live path)
+writes a record's first attempt at once on an idle pooled connection and judges the answer in
+that connection's callback: no task, future or coroutine per record unless it must be retried.
 
 With ``park_retriable=True`` (the delivery lanes) a record whose retriable failures spent the
 in-place budget, or whose ``Retry-After`` is too long to wait in place, is settled as ``retry``
@@ -34,7 +37,7 @@ import asyncio
 import base64
 import binascii
 import functools
-import hmac
+import hashlib
 import logging
 import random
 import time
@@ -42,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from processor.domain.backoff import backoff_delay, is_retriable_status, retry_after_seconds
-from processor.domain.payloads import Delivery, payload_bytes
+from processor.domain.payloads import Delivery, delivery_id, payload_bytes
 from processor.domain.subscriptions import Subscription
 from processor.sinks.base import DeliveryResult, Sink
 from processor.sinks.errors import DeliveryFailed, SinkBackpressure, TargetRefused
@@ -65,6 +68,10 @@ _REASON_BODY_CHARS = 200  # enough of an error body to explain a 4xx, not enough
 # connections are reused meanwhile, so the check is not paid per request.
 _GUARD_TTL_S = 60.0
 _SECRET_PREFIX = "whsec_"
+_SHA256_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+Done = Callable[[DeliveryResult | BaseException], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +122,11 @@ class WebhookSink(Sink):
         self._monotonic = monotonic
         self._wall = wall
         self._pending: dict[tuple[str, str], list[tuple[int, Delivery]]] = {}
-        # subscription id -> (that subscription object, target, constant header lines, HMAC key)
-        self._static: dict[str, tuple[Subscription, Target, bytes, bytes | None]] = {}
+        # subscription id -> (that subscription object, target, constant header lines, signer)
+        self._static: dict[str, tuple[Subscription, Target, bytes, _Signer | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # ``send``'s retries
         self._guards: dict[str, tuple[float, asyncio.Task[None]]] = {}  # url -> (checked, check)
+        self._passed: dict[str, float] = {}  # url -> until when its last check holds (loop time)
         self._added = 0  # sequence numbers: results come back in the order records were added
         self._started = False
         self._closed = False
@@ -133,6 +142,8 @@ class WebhookSink(Sink):
 
     async def close(self) -> None:
         self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -144,6 +155,69 @@ class WebhookSink(Sink):
                                  retriable=False)
         self._added += 1
         self._pending.setdefault(record.ordering_key, []).append((self._added, record))
+
+    def send(self, record: Delivery, done: Done) -> bool:
+        """Deliver one record by itself (the lanes' live path); ``done`` gets its result once,
+        never before this returns (not at all once the sink is closed), or the exception that
+        broke the delivery. Same attempts and outcomes as ``add`` + ``flush`` in park mode (a
+        ``Retry-After`` too long to wait in place is answered ``retry`` in either mode)."""
+        if not self._started or self._closed or self._client is None:
+            self._check_open()
+        sub = record.subscription
+        static = self._static.get(sub.id)
+        url = sub.webhook_url
+        if (static is None or static[0] is not sub or url is None
+                or self._passed.get(url, 0.0) < time.monotonic()):
+            # the first record, a changed subscription or an address check due: with awaits
+            self._in_task(self._deliver_one(record, None, None, self._monotonic()), done)
+            return True
+        _, where, lines, signer = static
+        body = payload_bytes(record)
+        started = self._monotonic()
+        assert self._client is not None  # checked in _check_open
+        self._client.post_soon(
+            where, lines + self._signature_headers(record, body, signer), body,
+            timeout=self._timeout_s,
+            on_done=functools.partial(self._answered, record, body, started, done))
+        return True
+
+    def _answered(self, record: Delivery, body: bytes, started: float, done: Done,
+                  answer: Response | BaseException) -> None:
+        """The first attempt of ``send`` ended (in the connection's callback)."""
+        if isinstance(answer, Response) and 200 <= answer.status <= 299:
+            done(DeliveryResult(record, "delivered", 1))
+        elif isinstance(answer, Response | TimeoutError | HttpError):
+            outcome = self._judge(answer) if isinstance(answer, Response) else self._failure(answer)
+            self._in_task(self._deliver_one(record, body, outcome, started), done)
+        elif not self._closed:
+            done(answer)
+
+    def _in_task(self, delivering: Awaitable[DeliveryResult], done: Done) -> None:
+        async def run() -> None:
+            try:
+                result = await delivering
+            except BaseException as exc:  # handed to the caller (a cancellation re-raised)
+                if not self._closed:
+                    done(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            if not self._closed:
+                done(result)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_one(self, record: Delivery, body: bytes | None, first: _Attempt | None,
+                           started: float) -> DeliveryResult:
+        if record.subscription.webhook_url is None:
+            return DeliveryResult(record, "dead", 0,
+                                  f"subscription {record.subscription.id} has no webhook_url")
+        try:
+            return await self._deliver(record, body, first, started)
+        except _Deferred as deferred:
+            return DeliveryResult(record, "retry", 1, deferred.reason, deferred.retry_after)
 
     async def flush(self) -> list[DeliveryResult]:
         self._check_open()
@@ -206,14 +280,19 @@ class WebhookSink(Sink):
         if not self._started or self._closed or self._client is None:
             raise DeliveryFailed("webhook sink used outside start()/close()", retriable=False)
 
-    async def _deliver(self, record: Delivery) -> DeliveryResult:
-        """Try ``record`` until delivered, dead, or deferred (raises ``_Deferred``)."""
-        body = payload_bytes(record)
-        deadline = self._monotonic() + self._max_elapsed_s
+    async def _deliver(self, record: Delivery, body: bytes | None = None,
+                       first: _Attempt | None = None, started: float | None = None,
+                       ) -> DeliveryResult:
+        """Try ``record`` until delivered, dead, or deferred (raises ``_Deferred``); ``first``:
+        the outcome of a first attempt already made at ``started``."""
+        body = payload_bytes(record) if body is None else body
+        deadline = (self._monotonic() if started is None else started) + self._max_elapsed_s
         attempt = 0
+        outcome = first
         while True:
             attempt += 1
-            outcome = await self._attempt(record, body)
+            if outcome is None or attempt > 1:
+                outcome = await self._attempt(record, body)
             if outcome.ok:
                 return DeliveryResult(record, "delivered", attempt)
             if not outcome.retriable:
@@ -256,21 +335,23 @@ class WebhookSink(Sink):
         assert url is not None and self._client is not None  # checked in add / _check_open
         try:
             await self._guard(url)
-            where, headers, key = self._static_parts(record.subscription)
-            headers += self._signature_headers(record, body, key)
+            where, headers, signer = self._static_parts(record.subscription)
+            headers += self._signature_headers(record, body, signer)
         except DeliveryFailed as exc:
             return _Attempt(ok=False, retriable=exc.retriable, reason=exc.reason)
         try:
             response = await self._client.post(where, headers, body, timeout=self._timeout_s)
-        except TimeoutError:
-            return _Attempt(ok=False, retriable=True,
-                            reason=f"no answer within {self._timeout_s:g}s")
-        except PeerRefused as exc:
+        except (TimeoutError, HttpError) as exc:
+            return self._failure(exc)
+        return self._judge(response)
+
+    def _failure(self, exc: TimeoutError | HttpError) -> _Attempt:
+        if isinstance(exc, PeerRefused):
             return _Attempt(ok=False, retriable=False, reason=f"target refused: {exc}")
-        except HttpError as exc:
+        if isinstance(exc, HttpError):
             return _Attempt(ok=False, retriable=True,
                             reason=f"connection failed: {type(exc).__name__}: {exc}")
-        return self._judge(response)
+        return _Attempt(ok=False, retriable=True, reason=f"no answer within {self._timeout_s:g}s")
 
     async def _guard(self, url: str) -> None:
         # One DNS check per URL per _GUARD_TTL_S; concurrent records of one URL share the
@@ -285,11 +366,11 @@ class WebhookSink(Sink):
             cached = (loop.time(), task)
             self._guards[url] = cached
         task = cached[1]
-        if task.done() and not task.cancelled() and task.exception() is None:
-            return
-        await asyncio.shield(task)
+        if not (task.done() and not task.cancelled() and task.exception() is None):
+            await asyncio.shield(task)
+        self._passed[url] = cached[0] + _GUARD_TTL_S  # ``send`` skips the check until then
 
-    def _static_parts(self, sub: Subscription) -> tuple[Target, bytes, bytes | None]:
+    def _static_parts(self, sub: Subscription) -> tuple[Target, bytes, _Signer | None]:
         """The subscription's target, the header lines that are the same on every request and
         its signing key, prepared once per subscription object (a hot-reloaded subscription is
         a new object and replaces the entry of its id)."""
@@ -301,21 +382,21 @@ class WebhookSink(Sink):
                 lines = encode_headers({**sub.headers, "Content-Type": "application/json"})
             except ValueError as exc:
                 raise TargetRefused(str(exc)) from None
-            key = None if sub.signing_secret is None else _signing_key(sub.signing_secret)
-            cached = (sub, where, lines, key)
+            signer = None if sub.signing_secret is None else _Signer(_signing_key(sub.signing_secret))
+            cached = (sub, where, lines, signer)
             self._static[sub.id] = cached
         return cached[1], cached[2], cached[3]
 
-    def _signature_headers(self, record: Delivery, body: bytes, key: bytes | None) -> bytes:
+    def _signature_headers(self, record: Delivery, body: bytes, signer: _Signer | None) -> bytes:
         """``webhook-id``, ``webhook-timestamp`` (this attempt) and, with a secret,
         ``webhook-signature``: Standard Webhooks' ``v1,`` + base64 HMAC-SHA256 of
         ``id.timestamp.body`` with the secret's decoded key."""
-        msg_id = record.id.encode("ascii")
+        msg_id = delivery_id(record.subscription.id, record.transition.transition_id).encode()
         stamp = b"%d" % int(self._wall())
         lines = b"webhook-id: " + msg_id + b"\r\nwebhook-timestamp: " + stamp + b"\r\n"
-        if key is not None:
-            digest = hmac.digest(key, msg_id + b"." + stamp + b"." + body, "sha256")
-            lines += b"webhook-signature: v1," + base64.b64encode(digest) + b"\r\n"
+        if signer is not None:
+            lines += (b"webhook-signature: v1," + signer.sign(msg_id + b"." + stamp + b"." + body)
+                      + b"\r\n")
         return lines
 
     def _judge(self, response: Response) -> _Attempt:
@@ -331,6 +412,28 @@ class WebhookSink(Sink):
             reason += " (redirects are not followed)"
         return _Attempt(ok=False, retriable=is_retriable_status(status), reason=reason,
                         retry_after=retry_after)
+
+
+class _Signer:
+    """HMAC-SHA256 with one key, as ``hmac.digest`` computes it (RFC 2104), from the SHA-256
+    states after the padded key's inner and outer blocks, computed once per key."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def sign(self, message: bytes) -> bytes:
+        """The base64 of the MAC of ``message``."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return binascii.b2a_base64(outer.digest(), newline=False)
 
 
 def _behind(record: Delivery, blocker: DeliveryResult) -> DeliveryResult:

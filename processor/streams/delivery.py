@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import os
 import socket
@@ -91,7 +92,9 @@ class OffsetTracker:
 
     def track(self, tp: TopicPartition, offset: int, lanes: int) -> Callable[[], None]:
         """Note a consumed record submitted to ``lanes`` lanes; each calls the result once."""
-        part = self._parts.setdefault(tp, _Partition())
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = _Partition()
         part.consumed = offset + 1
         if lanes:
             part.remaining[offset] = lanes
@@ -189,6 +192,9 @@ class DeliveryWorker:
         if self.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.metrics_port, self._metrics_addr)
         await self._consumer.start()
+        # Start-up objects (modules, models, clients) leave the collector's generations: the
+        # per-record garbage is young, and full collections no longer walk all of them.
+        gc.freeze()
         try:
             await self._loop(stop)
         finally:
