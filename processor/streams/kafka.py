@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,6 +15,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from processor.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# (partition, key, value, headers) of one record for ``send_batched``
+Keyed = tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 def producer(settings: Settings) -> AIOKafkaProducer:
@@ -85,3 +90,34 @@ async def ensure_topics(settings: Settings, topics: dict[str, int] | None = None
             log.info("created topics %s", [t.name for t in missing])
     finally:
         await admin.close()
+
+
+async def send_batched(
+    producer: AIOKafkaProducer, topic: str, records: Iterable[Keyed]
+) -> list[asyncio.Future[object]]:
+    """Queue records whose partitions are known as whole batches, in order per partition;
+    returns the futures of their acks. ``producer.send`` makes a future and goes through the
+    partitioner and the accumulator's coroutine for each record: per record, this costs an
+    append to the batch being built."""
+    by_partition: dict[int, list[Keyed]] = {}
+    for record in records:
+        by_partition.setdefault(record[0], []).append(record)
+    futures = []
+    for partition, items in by_partition.items():
+        batch = producer.create_batch()
+        for _, key, value, headers in items:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+                continue
+            if batch.record_count():  # full: send it, start the next one with this record
+                batch.close()
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+                    continue
+            # larger than a whole batch: on its own (the broker's size limit applies)
+            futures.append(await producer.send(topic, value, key=key, partition=partition,
+                                               headers=headers))
+        if batch.record_count():
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures

@@ -428,19 +428,22 @@ class EventWorker:
                        ("source", f"{record.topic}/{record.partition}/{record.offset}".encode())]
             futures.append(await send(self.settings.events_dlq_topic, record.value,
                                       key=record.key, headers=headers))
-        for fwd in result.forwards:
-            headers = [(SOURCE_HEADER, str(fwd.source).encode())] + [
-                (name, value) for name, value in fwd.record.headers or ()
-                if name in (STREAM_HEADER, TIMESTAMP_FIELD_HEADER)
-            ]
-            futures.append(await send(self.settings.keyed_topic, fwd.record.value,
-                                      key=str(fwd.ref).encode(), partition=fwd.partition,
-                                      headers=headers))
-        owner = self.ownership.owner if self._owner_partitions_transitions else None
-        for transition in result.transitions:
-            futures.append(await send(self.settings.transitions_topic, transition.to_json(),
-                                      key=str(transition.entity).encode(),
-                                      partition=owner(transition.entity) if owner else None))
+        if result.forwards:
+            futures += await kafka.send_batched(self._producer, self.settings.keyed_topic, (
+                (fwd.partition, str(fwd.ref).encode(), fwd.record.value or b"",
+                 [(SOURCE_HEADER, str(fwd.source).encode())] + [
+                     (name, value) for name, value in fwd.record.headers or ()
+                     if name in (STREAM_HEADER, TIMESTAMP_FIELD_HEADER)])
+                for fwd in result.forwards))  # fmt: skip
+        if self._owner_partitions_transitions:
+            owner = self.ownership.owner
+            futures += await kafka.send_batched(self._producer, self.settings.transitions_topic, (
+                (owner(t.entity), str(t.entity).encode(), t.to_json(), [])
+                for t in result.transitions))  # fmt: skip
+        else:
+            for transition in result.transitions:
+                futures.append(await send(self.settings.transitions_topic, transition.to_json(),
+                                          key=str(transition.entity).encode()))
         if futures:
             await asyncio.gather(*futures)
 
