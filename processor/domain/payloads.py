@@ -26,8 +26,7 @@ Choices where the contract is silent, and why:
   without its trigger helps nobody.
 - ``meta.object`` is the table (``user``), ``meta.source`` names the sender.
 - Timestamps are RFC 3339 UTC with milliseconds (``format_ms``), which any RFC3339Nano parser
-  reads. ``iso_ms`` writes the same text with each second's date-time part cached: one
-  transition per webhook request makes formatting a cost per request.
+  reads.
 - The delivery id is ``msg_`` + a hash of (subscription id, transition id): the same for every
   retry and every re-production of the same transition, so receivers de-duplicate on it (it is
   the Standard Webhooks ``webhook-id``, a Kafka header and part of each Kinesis document's meta).
@@ -48,22 +47,6 @@ META_OBJECT = "user"
 META_SOURCE = "signalbox"
 # Kinesis partition keys are at most 256 Unicode characters.
 _MAX_PARTITION_KEY = 256
-_SECONDS_CACHED = 4096
-_second_prefixes: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS."
-_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
-
-
-def iso_ms(epoch_ms: int) -> str:
-    """``format_ms(epoch_ms)``, exactly; the date-time part of each second is formatted once."""
-    seconds, millis = divmod(epoch_ms, 1000)
-    prefix = _second_prefixes.get(seconds)
-    if prefix is None:
-        if len(_second_prefixes) >= _SECONDS_CACHED:
-            _second_prefixes.clear()
-        prefix = _second_prefixes[seconds] = format_ms(seconds * 1000)[:-4]
-    return prefix + _MILLIS[millis]
-
-
 def delivery_id(subscription_id: str, transition_id: str) -> str:
     """Stable id of one transition delivered to one subscription (``msg_`` + 32 hex)."""
     digest = hashlib.blake2b(f"{subscription_id}\x00{transition_id}".encode(), digest_size=16)
@@ -106,7 +89,7 @@ def segment_event(transition: Transition) -> dict[str, str]:
         "id": transition.segment_id,
         "event": transition.event,
         "slug": transition.segment_slug,
-        transition.event: iso_ms(transition.at_ms),
+        transition.event: format_ms(transition.at_ms),
     }
 
 
@@ -127,7 +110,7 @@ def lytics_payload(subscription: Subscription, transition: Transition, *,
         "subscription_id": subscription.id,
         "segment": {"id": transition.segment_id, "slug": transition.segment_slug},
         "event": transition.event,
-        transition.event: iso_ms(transition.at_ms),
+        transition.event: format_ms(transition.at_ms),
         "data": data,
     }
 
@@ -141,7 +124,7 @@ def payload_bytes(delivery: Delivery) -> bytes:
     # v2 with every user field, built inline (one POST per transition): as ``lytics_payload``
     data = {**t.identifiers, **t.profile}
     data["segment_events"] = [{"id": t.segment_id, "event": t.event, "slug": t.segment_slug,
-                               t.event: iso_ms(t.at_ms)}]
+                               t.event: format_ms(t.at_ms)}]
     return orjson.dumps({"id": t.entity.id, "data": data,
                          "meta": {"object": META_OBJECT, "source": META_SOURCE,
                                   "subscription_id": sub.id}})

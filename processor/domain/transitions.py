@@ -31,7 +31,7 @@ class EntityRef(NamedTuple):
         return f"{self.key}:{self.id}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per transition, twice (worker, delivery)
 class Transition:
     transition_id: str
     entity: EntityRef
@@ -95,7 +95,20 @@ def transition_id(entity: EntityRef, segment_id: str, kind: TransitionKind, caus
     return digest
 
 
+_SECONDS_CACHED = 4096
+_second_prefixes: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS."
+_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
+
+
 def format_ms(epoch_ms: int) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``, as Lytics payloads show times."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    """ISO-8601 UTC with milliseconds and a ``Z``, as Lytics payloads show times. Every
+    transition record and webhook body carries one, and ``strftime`` costs several µs: the
+    date-time part of each second is formatted once."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    prefix = _second_prefixes.get(seconds)
+    if prefix is None:
+        if len(_second_prefixes) >= _SECONDS_CACHED:
+            _second_prefixes.clear()
+        moment = datetime.fromtimestamp(seconds, tz=UTC)
+        prefix = _second_prefixes[seconds] = moment.strftime("%Y-%m-%dT%H:%M:%S.")
+    return prefix + _MILLIS[millis]
