@@ -130,23 +130,31 @@ def start_api(redis_url: str) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the API did not start")
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time so far of a process and its live descendants (the workers of
+def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
+    """User and system CPU time so far of a process and its live descendants (the workers of
     ``WEB_CONCURRENCY=N processor api``), from Linux /proc; None when unknown."""
     if pid is None:
         return None
-    total = 0.0
+    user = system = 0.0
     pending = [pid]
     try:
         while pending:
             current = pending.pop()
             stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+            user += int(stat[11]) / os.sysconf("SC_CLK_TCK")
+            system += int(stat[12]) / os.sysconf("SC_CLK_TCK")
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(child) for child in (task / "children").read_text().split()]
     except OSError:
         return None
-    return total
+    return user, system
+
+
+def cpu_used(before: tuple[float, float] | None, after: tuple[float, float] | None) -> tuple[float, float] | None:
+    """User and system CPU seconds between two :func:`cpu_seconds` readings."""
+    if before is None or after is None:
+        return None
+    return after[0] - before[0], after[1] - before[1]
 
 
 def _check(status: int, body: bytes) -> None:
@@ -263,8 +271,11 @@ def percentiles(latencies: list[float], elapsed: float) -> dict[str, float]:
             "max": ordered[-1] * 1000, "rate": len(ordered) / elapsed}  # fmt: skip
 
 
-def summary(mode: str, concurrency: int, stats: dict[str, float], cpu: float | None) -> str:
-    server = f"  server cpu {cpu * 1000 / stats['n']:.2f} ms/req" if cpu is not None else ""
+def summary(mode: str, concurrency: int, stats: dict[str, float], cpu: tuple[float, float] | None) -> str:
+    server = ""
+    if cpu is not None:
+        per = [seconds * 1000 / stats["n"] for seconds in cpu]
+        server = f"  server cpu {sum(per):.2f} ms/req (user {per[0]:.2f} sys {per[1]:.2f})"
     return (f"summary {mode:<8} c={concurrency:<3} n={int(stats['n']):<6} p50 {stats['p50']:6.2f} ms"
             f"  p90 {stats['p90']:6.2f} ms  p99 {stats['p99']:6.2f} ms  max {stats['max']:6.1f} ms"
             f"  {stats['rate']:6.0f} req/s{server}  load {os.getloadavg()[0]:.2f}")  # fmt: skip
@@ -329,18 +340,14 @@ def main() -> None:
             if args.wrk:
                 before = cpu_seconds(pid)
                 stats = run_wrk(args.api_url, token, concurrency, args.wrk)
-                after = cpu_seconds(pid)
-                cpu = after - before if after is not None and before is not None else None
-                lines.append(summary("wrk", concurrency, stats, cpu))
+                lines.append(summary("wrk", concurrency, stats, cpu_used(before, cpu_seconds(pid))))
                 print(lines[-1], flush=True)
             for name in clients:
                 before = cpu_seconds(pid)
                 start = time.perf_counter()
                 latencies = asyncio.run(CLIENTS[name](args.api_url, token, args.requests, concurrency))
                 stats = percentiles(latencies, time.perf_counter() - start)
-                after = cpu_seconds(pid)
-                cpu = after - before if after is not None and before is not None else None
-                lines.append(summary(name, concurrency, stats, cpu))
+                lines.append(summary(name, concurrency, stats, cpu_used(before, cpu_seconds(pid))))
                 print(lines[-1], flush=True)
     finally:
         if proc is not None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from processor.api import auth, collector, lytics, profiles, registry_routes, testing
+from processor.api import auth, collector, fast_path, lytics, profiles, registry_routes, testing
 from processor.api.auth import require_token
 from processor.domain.transitions import EntityRef
 from processor.settings import Settings, get_settings
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.read_connections.aclose()
             await app.state.redis.aclose()
 
-    app = FastAPI(title="Signalbox", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
+    app = SignalboxAPI(title="Signalbox", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
     # The Profiles Store reads first: routes are matched in order, and they are the hot path.
     for module in (profiles, auth, registry_routes, collector, lytics, testing):
         app.include_router(module.router)
@@ -65,6 +65,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": 200, "message": "success", "data": data}
 
     return app
+
+
+class SignalboxAPI(FastAPI):
+    """The FastAPI app with the hot read answered in front of it, in plain ASGI
+    (``fast_path``), falling back to the app's own route for anything but a plain 200."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if fast_path.serves(scope) and not self.root_path:
+            await fast_path.answer(self.state, scope, receive, send, super().__call__)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 class DeclaredBodyLimit:

@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import State
 
 from processor.api.auth import require_token
 from processor.api.limits import read_body
@@ -39,6 +40,7 @@ from processor.state import reads
 from processor.state.registry import Registry
 
 router = APIRouter(prefix="/api/v1")
+PATH = "/get-online-attributes"
 
 QUALIFIED = re.compile(r"^([A-Za-z0-9_]+)_v([0-9]+):([A-Za-z0-9_]+)$")
 MAX_IDS = 100
@@ -70,9 +72,9 @@ class _Snapshot:
     plans: dict[tuple[Any, ...], _Plan] = field(default_factory=dict)
 
 
-async def _load(request: Request) -> _Snapshot:
+async def _load(state: State) -> _Snapshot:
     """Published definitions as of the current registry version, cached for this process."""
-    registry = Registry(request.app.state.redis)
+    registry = Registry(state.redis)
     version = await registry.version()  # first: a change while loading is seen by the next read
     catalog = SignalsCatalog(registry)
     snapshot = _Snapshot(
@@ -80,7 +82,7 @@ async def _load(request: Request) -> _Snapshot:
         {(g.name, g.version): g for g in await catalog.groups()},
         {s.name: s for s in await catalog.services()},
     )
-    request.app.state.signals_read_snapshot = snapshot
+    state.signals_read_snapshot = snapshot
     return snapshot
 
 
@@ -144,6 +146,9 @@ def _parse(raw: bytes) -> OnlineAttributesRequest:
         raise HTTPException(422, "the request body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise HTTPException(422, "the request body must be a JSON object")
+    common = _common_request(doc)
+    if common is not None:
+        return common
     try:
         body = OnlineAttributesRequest.model_validate(doc)
     except ValidationError as exc:
@@ -154,6 +159,36 @@ def _parse(raw: bytes) -> OnlineAttributesRequest:
     if (body.attributes is None) == (body.service is None):
         raise HTTPException(422, "give either attributes or service")
     return body
+
+
+_STRINGS = {str}
+
+
+def _common_request(doc: dict[str, Any]) -> OnlineAttributesRequest | None:
+    """The request of ``doc`` when it has the shape clients send (plain JSON types, nothing
+    to coerce, every check passed), built without running the model's validators; None for
+    anything else, which :func:`_parse` validates in full, so its 422 bodies are unchanged."""
+    attribute_keys = doc.get("attribute_keys")
+    attributes = doc.get("attributes")
+    service = doc.get("service")
+    full = doc.get("full_attribute_names", False)
+    if (type(attribute_keys) is not dict or not 1 <= len(attribute_keys) <= 100
+            or (full is not True and full is not False)):  # fmt: skip
+        return None
+    for ids in attribute_keys.values():
+        if type(ids) is not list or not 1 <= len(ids) <= MAX_IDS or set(map(type, ids)) != _STRINGS:
+            return None
+    if service is None:
+        if type(attributes) is list:
+            if set(map(type, attributes)) != _STRINGS:
+                return None
+        elif type(attributes) is not str:
+            return None
+    elif type(service) is not str or attributes is not None:
+        return None
+    return OnlineAttributesRequest.model_construct(
+        attribute_keys=attribute_keys, attributes=attributes, service=service,
+        full_attribute_names=full)  # fmt: skip
 
 
 def _shape(body: OnlineAttributesRequest) -> tuple[Any, ...]:
@@ -198,18 +233,18 @@ def _plan(body: OnlineAttributesRequest, snapshot: _Snapshot) -> _Plan:
     return plan
 
 
-async def _current_plan(request: Request, body: OnlineAttributesRequest) -> tuple[_Snapshot, _Plan]:
+async def _current_plan(state: State, body: OnlineAttributesRequest) -> tuple[_Snapshot, _Plan]:
     """The plan under the cached snapshot, or under a fresh one when the cached one would
     refuse the request but the registry has moved since (it may have just been published)."""
-    snapshot: _Snapshot | None = getattr(request.app.state, "signals_read_snapshot", None)
+    snapshot: _Snapshot | None = getattr(state, "signals_read_snapshot", None)
     if snapshot is None:
-        snapshot = await _load(request)
+        snapshot = await _load(state)
     try:
         return snapshot, _plan(body, snapshot)
     except HTTPException:
-        if await Registry(request.app.state.redis).version() == snapshot.version:
+        if await Registry(state.redis).version() == snapshot.version:
             raise
-    snapshot = await _load(request)
+    snapshot = await _load(state)
     return snapshot, _plan(body, snapshot)
 
 
@@ -225,9 +260,21 @@ class _RequestResponseRoute(APIRoute):
 
 async def get_online_attributes(request: Request) -> Response:
     await require_token(request)
-    body = _parse(await read_body(request, request.app.state.settings.api_max_body_bytes))
-    connections = request.app.state.read_connections
-    snapshot, plan = await _current_plan(request, body)
+    state = request.app.state
+    raw = await read_body(request, state.settings.api_max_body_bytes)
+    return Response(await online_attributes(state, raw), media_type="application/json")
+
+
+router.add_api_route(PATH, get_online_attributes, methods=["POST"],
+                     route_class_override=_RequestResponseRoute)  # fmt: skip
+
+
+async def online_attributes(state: State, raw: bytes) -> bytes:
+    """The JSON answer to the read of body ``raw``, for an authenticated caller of the app
+    whose state is ``state``; or the ``HTTPException`` it gets."""
+    body = _parse(raw)
+    connections = state.read_connections
+    snapshot, plan = await _current_plan(state, body)
     items = list(body.attribute_keys.items())
     now_ms = time.time_ns() // 1_000_000
     batch = [(read, ids) for key, ids in items for read, _ in plan.reads[key]]
@@ -235,7 +282,7 @@ async def get_online_attributes(request: Request) -> Response:
     if version != snapshot.version:
         # Definitions changed: answer with the ones read now (any publish that finished
         # before this request is in them), not with the cached ones.
-        snapshot = await _load(request)
+        snapshot = await _load(state)
         plan = _plan(body, snapshot)
         batch = [(read, ids) for key, ids in items for read, _ in plan.reads[key]]
         _, values = await reads.read_columns(connections, batch, now_ms)
@@ -246,11 +293,7 @@ async def get_online_attributes(request: Request) -> Response:
         for _, names in plan.reads[key]:
             out.update(zip(names, values[at], strict=True))
             at += 1
-    return _json(out)
-
-
-router.add_api_route("/get-online-attributes", get_online_attributes, methods=["POST"],
-                     route_class_override=_RequestResponseRoute)  # fmt: skip
+    return orjson.dumps(out)
 
 
 @router.get("/event_log", dependencies=[Depends(require_token)])

@@ -8,7 +8,8 @@ The attribute read is the API's hot path (a p99 target of 5 ms for 10 ids x 20 a
 it is shaped for few Python operations: a request's columns are compiled once into
 :class:`ColumnRead` objects (hash fields pre-encoded as RESP), and one request is one Redis
 round trip of pre-packed commands (the registry version and one HMGET per identifier) on
-:class:`ReadConnections`, parsed by hiredis.
+:class:`ReadConnections`, parsed by hiredis; values come from the stored states through the
+readers of ``processor.state.values``, built once per attribute.
 """
 
 from __future__ import annotations
@@ -28,26 +29,27 @@ from redis.exceptions import ResponseError
 from processor.domain import aggregations
 from processor.domain.definitions import AttributeGroup
 from processor.domain.topology import entity_key_of, spec_for
-from processor.state import keys
+from processor.state import keys, resp, values
 
 # What one requested column reads: a group and one of its attribute (or batch field) names.
 GroupAttributes = Sequence[tuple[AttributeGroup, Sequence[str]]]
 
 _IDS_FIELD = keys.IDENTIFIERS_FIELD.encode()
-_FIELD = object()  # marker: a batch ``field``, stored as its plain JSON value
 
 
-def _bulk(value: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(value), value)
+_GET_VERSION = resp.command("GET", keys.REGISTRY_VERSION)
 
 
-def _command(*args: str) -> bytes:
-    """One RESP command."""
-    return b"*%d\r\n%s" % (len(args), b"".join(_bulk(arg.encode()) for arg in args))
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """One readable column: its hash field and how its stored values are read (``values``);
+    for a batch field, whose stored value is its plain JSON value, spec and readers are None."""
 
-
-_GET_VERSION = _command("GET", keys.REGISTRY_VERSION)
+    field: bytes
+    spec: aggregations.AggSpec | None
+    read: values.ValueReader | None
+    read_all: values.ColumnReader | None
+    unset: Any  # the state of a known entity without one for this attribute (no event yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ class _Compiled:
 
     group: AttributeGroup  # held so that id(group) cannot be reused while cached
     entity_key: str
-    columns: dict[str, tuple[bytes, Any]]  # name -> (hash field, AggSpec or _FIELD)
+    columns: dict[str, _Column]
 
 
 _COMPILED: dict[int, _Compiled] = {}
@@ -67,13 +69,15 @@ def _compiled(group: AttributeGroup) -> _Compiled:
     hit = _COMPILED.get(id(group))
     if hit is not None and hit.group is group:
         return hit
-    columns: dict[str, tuple[bytes, Any]] = {}
+    columns: dict[str, _Column] = {}
     for attribute in group.attributes or ():
         field = keys.attribute_field(group.name, group.version, attribute.name).encode()
-        columns[attribute.name] = (field, spec_for(attribute, group))
+        spec = spec_for(attribute, group)
+        columns[attribute.name] = _Column(field, spec, values.value_reader(spec),
+                                          values.column_reader(spec), aggregations.new_state(spec))  # fmt: skip
     for batch_field in group.fields or ():
         field = keys.attribute_field(group.name, group.version, batch_field.name).encode()
-        columns[batch_field.name] = (field, _FIELD)
+        columns[batch_field.name] = _Column(field, None, None, None, None)
     if len(_COMPILED) >= _COMPILED_MAX:
         _COMPILED.clear()  # registry changes are rare; a full reset is simpler than an LRU
     compiled = _COMPILED[id(group)] = _Compiled(group, entity_key_of(group), columns)
@@ -85,9 +89,8 @@ def entity_key(group: AttributeGroup) -> str:
     return _compiled(group).entity_key
 
 
-def _specs(groups_and_attrs: GroupAttributes, key: str) -> tuple[list[bytes], list[Any]]:
-    fields: list[bytes] = []
-    specs: list[Any] = []
+def _columns(groups_and_attrs: GroupAttributes, key: str) -> list[_Column]:
+    columns: list[_Column] = []
     for group, names in groups_and_attrs:
         compiled = _compiled(group)
         if compiled.entity_key != key:
@@ -98,9 +101,8 @@ def _specs(groups_and_attrs: GroupAttributes, key: str) -> tuple[list[bytes], li
             column = compiled.columns.get(name)
             if column is None:
                 raise ValueError(f"attribute group {group.name} has no attribute {name}")
-            fields.append(column[0])
-            specs.append(column[1])
-    return fields, specs
+            columns.append(column)
+    return columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,7 @@ class ColumnRead:
     was compiled from."""
 
     entity_key: str
-    specs: tuple[Any, ...]  # per column: AggSpec, or _FIELD for a batch field
+    columns: tuple[_Column, ...]
     head: bytes  # RESP array header and command name
     tail: bytes  # RESP bulk strings of the fields
 
@@ -120,10 +122,10 @@ def compile_read(groups_and_attrs: GroupAttributes, key: str) -> ColumnRead:
     """The read of ``(group, attribute names)`` columns, in that order, of entities stored
     under ``key`` (``topology.entity_key_of``). ``ValueError`` when a group is keyed on
     another entity key or lacks a name."""
-    fields, specs = _specs(groups_and_attrs, key)
-    fields.append(_IDS_FIELD)
+    columns = _columns(groups_and_attrs, key)
+    fields = [column.field for column in columns] + [_IDS_FIELD]
     return ColumnRead(
-        key, tuple(specs), b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2), b"".join(map(_bulk, fields))
+        key, tuple(columns), b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2), b"".join(map(resp.bulk, fields))
     )
 
 
@@ -146,36 +148,40 @@ async def read_columns(
     for read, ids in batch:
         count += len(ids)
         for entity_id in ids:
-            parts += (read.head, _bulk(keys.entity_state(read.entity_key, entity_id).encode()), read.tail)
+            parts += (read.head, resp.bulk(keys.entity_state(read.entity_key, entity_id).encode()), read.tail)
     replies = await connections.round_trip(b"".join(parts), count)
     values: list[list[list[Any]]] = []
     at = 1
     for read, ids in batch:
-        values.append(_decode(read.specs, replies[at : at + len(ids)], now_ms))
+        values.append(_decode(read.columns, replies[at : at + len(ids)], now_ms))
         at += len(ids)
     return int(replies[0] or 0), values
 
 
-def _decode(specs: Sequence[Any], rows: list[list[Any]], now_ms: int) -> list[list[Any]]:
-    # Column by column, as comprehensions: this runs ids x columns times per request.
-    loads, read = orjson.loads, aggregations.read
-    columns: list[list[Any]] = []
-    for i, spec in enumerate(specs):
-        if spec is _FIELD:
-            columns.append([None if row[i] is None else loads(row[i]) for row in rows])
+def _decode(columns: Sequence[_Column], rows: list[list[Any]], now_ms: int) -> list[list[Any]]:
+    """Per column, the values of ``rows`` (the HMGET replies, one per id)."""
+    if not rows:
+        return [[] for _ in columns]
+    loads = orjson.loads
+    fields = list(zip(*rows, strict=True))  # per hash field, the stored value of each id
+    known = fields[-1]  # the identifiers field: None for a never-seen entity
+    decoded: list[list[Any]] = []
+    for column, stored in zip(columns, fields[:-1], strict=True):
+        read = column.read
+        if None not in stored:  # every id has a state: the common case, column-wise
+            read_all = column.read_all
+            decoded.append(values.parse_all(stored)[1] if read_all is None else read_all(stored, now_ms))
+        elif read is None:
+            decoded.append([None if raw is None else loads(raw) for raw in stored])
         else:
-            columns.append([
-                read(spec, loads(row[i]), now_ms) if row[i] is not None
-                else _unset(spec, now_ms) if row[-1] is not None
+            unset = read(column.unset, now_ms)
+            decoded.append([
+                read(loads(raw), now_ms) if raw is not None
+                else unset if entity is not None
                 else None
-                for row in rows
+                for raw, entity in zip(stored, known, strict=True)
             ])  # fmt: skip
-    return columns
-
-
-def _unset(spec: aggregations.AggSpec, now_ms: int) -> Any:
-    """The value of an attribute a known entity has no state for yet."""
-    return aggregations.read(spec, aggregations.new_state(spec), now_ms)
+    return decoded
 
 
 class ReadConnections:
@@ -203,7 +209,7 @@ class ReadConnections:
                               options["password"]])  # fmt: skip
         if options.get("db"):
             handshake.append(["SELECT", str(options["db"])])
-        self._handshake = b"".join(_command(*command) for command in handshake)
+        self._handshake = b"".join(resp.command(*command) for command in handshake)
         self._handshake_replies = len(handshake)
         self._idle: list[_Wire] = []
 
@@ -212,7 +218,7 @@ class ReadConnections:
         error reply raises ``redis.exceptions.ResponseError``. A connection that failed or
         was cancelled part-way is closed, never reused with replies left unread on it."""
         if not self._direct:
-            return await _pooled_round_trip(self._redis, packed, replies)
+            return await resp.round_trip(self._redis, packed, replies)
         for attempt in (1, 2):
             reused = attempt == 1 and bool(self._idle)
             wire = self._idle.pop() if reused else await self._connect()
@@ -291,20 +297,6 @@ def _raise_errors(answers: list[Any]) -> None:
     for answer in answers:
         if isinstance(answer, hiredis.ReplyError):
             raise ResponseError(str(answer))
-
-
-async def _pooled_round_trip(redis: Redis, packed: bytes, replies: int) -> list[Any]:
-    """The same on a connection of ``redis``'s own pool (any connection class it supports)."""
-    pool = redis.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        await connection.send_packed_command(packed)
-        return [await connection.read_response(disable_decoding=True) for _ in range(replies)]
-    except BaseException:
-        await connection.disconnect()  # replies may be left unread on it
-        raise
-    finally:
-        await pool.release(connection)
 
 
 async def read_event_log(redis: Redis, key: str, entity_id: str, name: str) -> list[dict[str, Any]]:

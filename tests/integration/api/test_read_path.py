@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from processor.api.app import create_app
 from processor.settings import Settings
-from processor.state import reads
+from processor.state import reads, resp
 from processor.state.tokens import TokenStore
 from tests.support.state import with_redis
 
@@ -104,13 +104,13 @@ def test_read_connections_answer_like_redis_py(settings: Settings) -> None:
     async def check(redis: Redis, connections: reads.ReadConnections) -> None:
         await redis.hset("h", mapping={"a": "1", "b": "2"})
         await redis.set("s", "x")
-        hmget = reads._command("HMGET", "h", "a", "nope", "b")
-        assert await connections.round_trip(hmget + reads._command("GET", "s"), 2) == [
+        hmget = resp.command("HMGET", "h", "a", "nope", "b")
+        assert await connections.round_trip(hmget + resp.command("GET", "s"), 2) == [
             [b"1", None, b"2"], b"x"]  # fmt: skip
         with pytest.raises(ResponseError, match="WRONGTYPE"):
-            await connections.round_trip(reads._command("HMGET", "s", "a") + hmget, 2)
+            await connections.round_trip(resp.command("HMGET", "s", "a") + hmget, 2)
         assert await connections.round_trip(hmget, 1) == [[b"1", None, b"2"]]
-        (client_id,) = await connections.round_trip(reads._command("CLIENT", "ID"), 1)
+        (client_id,) = await connections.round_trip(resp.command("CLIENT", "ID"), 1)
         assert await redis.client_kill_filter(_id=str(client_id)) == 1
         assert await connections.round_trip(hmget, 1) == [[b"1", None, b"2"]]
 
@@ -122,8 +122,8 @@ def test_read_connections_recover_when_every_idle_connection_died(settings: Sett
 
     async def check(redis: Redis, connections: reads.ReadConnections) -> None:
         await redis.set("s", "x")
-        get = reads._command("GET", "s")
-        ids = reads._command("CLIENT", "ID")
+        get = resp.command("GET", "s")
+        ids = resp.command("CLIENT", "ID")
         # Six concurrent reads leave six idle connections behind.
         opened = await asyncio.gather(*(connections.round_trip(ids, 1) for _ in range(6)))
         for (client_id,) in opened:
@@ -153,10 +153,10 @@ def test_read_connections_fall_back_to_the_clients_pool(settings: Settings) -> N
 
     async def check(redis: Redis, connections: reads.ReadConnections) -> None:
         await redis.hset("h", mapping={"a": "1"})
-        hmget = reads._command("HMGET", "h", "a")
+        hmget = resp.command("HMGET", "h", "a")
         assert await connections.round_trip(hmget + hmget, 2) == [[b"1"], [b"1"]]
         with pytest.raises(ResponseError):
-            await connections.round_trip(reads._command("HMGET", "h") + hmget, 2)
+            await connections.round_trip(resp.command("HMGET", "h") + hmget, 2)
         assert await connections.round_trip(hmget, 1) == [[b"1"]]
 
     pool = ConnectionPool.from_url(settings.redis_url, connection_class=Custom)
