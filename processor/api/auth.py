@@ -42,9 +42,10 @@ def header_token(authorization: str) -> str:
 
 
 # A verified token is trusted for this long without asking Redis again: a revocation takes
-# effect within a second, and a burst of reads costs one lookup, not one per request.
+# effect within a second, and a burst of reads costs one lookup, not one per request. An access
+# token (JWT) is trusted no longer than until it expires.
 TOKEN_CACHE_S = 1.0
-_VERIFIED: dict[str, tuple[TokenInfo, float]] = {}
+_VERIFIED: dict[str, tuple[TokenInfo, float]] = {}  # token -> (info, trusted until, monotonic)
 
 
 async def require_token(request: Request) -> TokenInfo:
@@ -54,26 +55,31 @@ async def require_token(request: Request) -> TokenInfo:
 
 async def verify_token(redis: Redis, token: str) -> TokenInfo:
     """The info of ``token`` as presented (see :func:`presented_token`), or 401 with the
-    reason. An API token verified less than ``TOKEN_CACHE_S`` ago costs no Redis lookup."""
+    reason. A token verified less than ``TOKEN_CACHE_S`` ago costs no Redis lookup."""
     if not token:
         raise _unauthorized("missing API token")
+    recent = _VERIFIED.get(token)
+    now = time.monotonic()
+    if recent is not None and now < recent[1]:
+        return recent[0]
+    until = now + TOKEN_CACHE_S
     if looks_like_jwt(token):
         try:
             key = await ApiKeyStore(redis).verify_token(token)
         except AccessTokenError as exc:
+            _VERIFIED.pop(token, None)
             raise _unauthorized(exc.reason) from None
-        return TokenInfo(id=f"apikey:{key.id}", name=key.name, created_ms=key.created_ms)
-    recent = _VERIFIED.get(token)
-    now = time.monotonic()
-    if recent is not None and now - recent[1] < TOKEN_CACHE_S:
-        return recent[0]
-    info = await TokenStore(redis).verify(token)
-    if info is None:
-        _VERIFIED.pop(token, None)
-        raise _unauthorized("invalid API token")
+        info = TokenInfo(id=f"apikey:{key.id}", name=key.name, created_ms=key.created_ms)
+        until = min(until, now + ApiKeyStore.expiry(token) - time.time())
+    else:
+        found = await TokenStore(redis).verify(token)
+        if found is None:
+            _VERIFIED.pop(token, None)
+            raise _unauthorized("invalid API token")
+        info = found
     if len(_VERIFIED) > 10_000:
         _VERIFIED.clear()
-    _VERIFIED[token] = (info, now)
+    _VERIFIED[token] = (info, until)
     return info
 
 

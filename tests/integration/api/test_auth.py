@@ -117,3 +117,25 @@ def test_one_signing_secret_across_replicas(settings: Settings) -> None:
             await other.aclose()
         return (await ApiKeyStore(redis).verify_token(token)).id
     assert with_redis(settings, scenario)
+
+
+def test_a_verified_access_token_is_trusted_for_a_second_and_never_past_its_expiry(
+    settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info, key = with_redis(settings, lambda r: ApiKeyStore(r).create("svc"))
+    token = exchange(client, info.id, key).json()["accessToken"]
+    assert client.get(PROTECTED, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    with_redis(settings, lambda r: ApiKeyStore(r).revoke(info.id))
+    time.sleep(TOKEN_CACHE_S + 0.1)  # the revocation holds once the cached verdict is stale
+    refused = client.get(PROTECTED, headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401 and "revoked" in refused.json()["message"]
+
+    monkeypatch.setattr(auth, "TOKEN_CACHE_S", 30.0)  # the expiry must cut a long trust short
+    info, key = with_redis(settings, lambda r: ApiKeyStore(r).create("svc2"))
+    time.sleep(1 - time.time() % 1)  # just after a second: exp (whole seconds) is ~1 s away
+    short = with_redis(settings, lambda r: ApiKeyStore(r).issue_token(
+        info.id, key, now_s=int(time.time()) + 2 - ACCESS_TOKEN_TTL_S))
+    assert client.get(PROTECTED, headers={"Authorization": f"Bearer {short}"}).status_code == 200
+    time.sleep(ApiKeyStore.expiry(short) - time.time() + 0.2)
+    expired = client.get(PROTECTED, headers={"Authorization": f"Bearer {short}"})
+    assert expired.status_code == 401 and expired.json()["message"] == "access token expired"
