@@ -7,16 +7,26 @@ script takes them. Prints microseconds per event for each step: the CPU the work
 beside Redis and Kafka. Usage:
 
     python bench/bench_compute.py [--events 50000] [--entities 5000] [--segments 0] [--tsv]
-                                  [--profile]
+                                  [--profile] [--runs 3] [--callgrind STEP]
+
+Wall-clock times are noisy on a busy machine (the load average is printed); instruction counts
+are not. To count one step's instructions (``Ir``):
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=dropwhile_next \
+        --callgrind-out-file=/tmp/cg.out python bench/bench_compute.py --runs 1 --callgrind apply
+    callgrind_annotate /tmp/cg.out | head   # "PROGRAM TOTALS"; divide by --events
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
+import os
 import pstats
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +36,7 @@ from bench import workload  # noqa: E402
 from processor.domain import engine  # noqa: E402
 from processor.domain.definitions import AttributeGroup  # noqa: E402
 from processor.domain.entity import EntityState  # noqa: E402
+from processor.domain.events import Event  # noqa: E402
 from processor.domain.records import SNOWPLOW_STREAM, RawRecord, decode_record  # noqa: E402
 from processor.domain.segments import SegmentDefinition, segment_id_for  # noqa: E402
 from processor.domain.topology import Topology, compile_topology  # noqa: E402
@@ -42,27 +53,44 @@ def topology(segments: int) -> Topology:
     return compile_topology(1, groups, segs, [], [])
 
 
-def run(values: list[bytes], topo: Topology, now: int) -> dict[str, float]:
+def run(values: list[bytes], topo: Topology, now: int, measured: str | None = None) -> dict[str, float]:
+    """Time each step; ``measured`` names the one step to run under ``under_callgrind``."""
     n = len(values)
-    t0 = time.perf_counter()
-    events = [decode_record(RawRecord(v, now, SNOWPLOW_STREAM, None), now_ms=now,
-                            max_bytes=1 << 20) for v in values]
-    t1 = time.perf_counter()
     cache: dict[EntityRef, EntityState] = {}
-    for offset, event in enumerate(events):
-        for ref in engine.entities_of(event, topo):
-            state = cache.get(ref)
-            if state is None:
-                state = cache[ref] = EntityState(ref)
-            engine.apply_event(state, event, topo, cause=f"events/0/{offset}", now_ms=now)
-            state.advance("events", 0, offset)
-    t2 = time.perf_counter()
-    for state in cache.values():
-        codec.watermark_args(state)
-        codec.dirty_payload(state)
-    t3 = time.perf_counter()
-    return {"decode": (t1 - t0) * 1e6 / n, "apply": (t2 - t1) * 1e6 / n,
-            "encode": (t3 - t2) * 1e6 / n}
+    events: list[Event] = []
+
+    def decode() -> None:
+        events.extend(decode_record(RawRecord(v, now, SNOWPLOW_STREAM, None), now_ms=now,
+                                    max_bytes=1 << 20) for v in values)
+
+    def apply() -> None:
+        for offset, event in enumerate(events):
+            for ref in engine.entities_of(event, topo):
+                state = cache.get(ref)
+                if state is None:
+                    state = cache[ref] = EntityState(ref)
+                engine.apply_event(state, event, topo, cause=f"events/0/{offset}", now_ms=now)
+                state.advance("events", 0, offset)
+
+    def encode() -> None:
+        for state in cache.values():
+            codec.watermark_args(state)
+            codec.dirty_payload(state)
+
+    times = {}
+    for name, step in (("decode", decode), ("apply", apply), ("encode", encode)):
+        t0 = time.perf_counter()
+        under_callgrind(step) if name == measured else step()
+        times[name] = (time.perf_counter() - t0) * 1e6 / n
+    return times
+
+
+def under_callgrind(step: Callable[[], None]) -> None:
+    """Run ``step`` inside ``itertools.dropwhile``'s C function, which nothing else here calls:
+    ``valgrind --tool=callgrind --collect-atstart=no --toggle-collect=dropwhile_next`` then
+    counts the instructions of that step alone."""
+    for _ in itertools.dropwhile(lambda _: step(), (0,)):
+        pass
 
 
 def main() -> None:
@@ -72,8 +100,12 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=0)
     parser.add_argument("--tsv", action="store_true", help="enriched TSV instead of JSON")
     parser.add_argument("--profile", action="store_true", help="cProfile, top 30 by own time")
+    parser.add_argument("--runs", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--callgrind", metavar="STEP", choices=("decode", "apply", "encode"),
+                        help="run STEP so that callgrind can count it alone (see under_callgrind)")
     args = parser.parse_args()
     now = int(time.time() * 1000)
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     values, _ = workload.events(args.events, args.entities, now_ms=now)
     if args.tsv:
         values = [workload.to_tsv(v) for v in values]
@@ -82,8 +114,8 @@ def main() -> None:
         profiler = cProfile.Profile()
         profiler.enable()
     best: dict[str, float] = {}
-    for _ in range(1 if args.profile else 3):
-        for step, us in run(values, topo, now).items():
+    for _ in range(1 if args.profile else args.runs):
+        for step, us in run(values, topo, now, args.callgrind).items():
             best[step] = min(best.get(step, us), us)
     if args.profile:
         profiler.disable()

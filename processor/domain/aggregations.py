@@ -218,15 +218,21 @@ def _newest_ts(e: Entry, _v: Any, ts: int) -> bool:
 
 
 def _sighting(e: Entry, v: Any, ts: int) -> bool:
-    """unique_list: keep the dict ordered by (newest sighting ts, order applied)."""
     key = value_key(v)
     if key is SKIP:
         return False
+    sight(e, key, ts)
+    return True
+
+
+def sight(e: Entry, key: str, ts: int) -> None:
+    """unique_list: record a sighting of ``key`` (a ``value_key``), keeping the dict ordered
+    by (newest sighting ts, order applied)."""
     seen = e[1]
     old = seen.get(key)
     if old is not None:
         if ts < old:
-            return True
+            return
         del seen[key]
     if e[2] is None or ts >= e[2]:
         e[2] = ts
@@ -241,13 +247,18 @@ def _sighting(e: Entry, v: Any, ts: int) -> bool:
         seen.update(items)
     if len(seen) > MAX_TRACKED:
         del seen[next(iter(seen))]
-    return True
 
 
 def _tally(e: Entry, v: Any, _ts: int) -> bool:
     key = value_key(v)
     if key is SKIP:
         return False
+    tally(e, key)
+    return True
+
+
+def tally(e: Entry, key: str) -> None:
+    """Frequency kinds: count one more ``key`` (a ``value_key``), evicting as documented."""
     counts = e[1]
     n = counts.get(key)
     if n is not None:
@@ -256,7 +267,6 @@ def _tally(e: Entry, v: Any, _ts: int) -> bool:
         if len(counts) >= MAX_TRACKED:
             del counts[min(counts, key=counts.__getitem__)]
         counts[key] = 1
-    return True
 
 
 def _sketch_add(e: Entry, v: Any, _ts: int) -> bool:

@@ -6,22 +6,15 @@ back what changed. The same function serves the reference path in tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from processor.domain import aggregations
 from processor.domain.entity import EntityState
 from processor.domain.events import Event
-from processor.domain.properties import matches_criteria
-from processor.domain.topology import (
-    CompiledAttribute,
-    CompiledEventLog,
-    CompiledSegment,
-    Selection,
-    Topology,
-)
+from processor.domain.topology import CompiledEventLog, CompiledSegment, Topology
 from processor.domain.transitions import EntityRef, Transition, TransitionKind, transition_id
-from processor.segmentql import SegmentQLError, evaluate, next_boundary
+from processor.segmentql import SegmentQLError, next_boundary
 
 LAST_ACTIVE_FIELD = "last_active_ts"
 
@@ -49,17 +42,21 @@ def apply_event(
     profile on missing fields alone); time alone is the scheduler's business (``next_due``).
     """
     key = state.ref.key
-    state.add_identifiers(identifiers if identifiers is not None else event_identifiers(event, topology))
+    if identifiers is None:
+        _add_event_identifiers(state, event, topology)
+    else:
+        state.add_identifiers(identifiers)
     changed = _merge_profile(state, event)
     selection = topology.attributes_for(key, event)
-    passed = _update_attributes(state, selection, event)
+    passed = selection.fold(state, event)  # the attributes: generated code (see ``folds``)
     if topology.event_logs:
         for log in topology.event_logs_for(key):
             _append_to_log(state, log, event)
     if not topology.segments:
         return []  # nothing reads what changed
     changed.update(selection.names)
-    changed.update(a.name for a in passed)
+    if passed:
+        changed.update(a.name for a in passed)
     if state.stored and changed.isdisjoint(topology.segment_fields(key)):
         return []
     return evaluate_segments(state, topology, cause=cause, now_ms=now_ms, at_ms=event.timestamp_ms,
@@ -75,62 +72,34 @@ def event_identifiers(event: Event, topology: Topology) -> dict[str, str]:
     return found
 
 
+def _add_event_identifiers(state: EntityState, event: Event, topology: Topology) -> None:
+    """``state.add_identifiers(event_identifiers(event, topology))`` without the dict."""
+    known = state.identifiers
+    for key in topology.keys:
+        value = key.value_of(event)
+        if value is not None and known.get(key.name) != value:
+            state.add_identifiers({key.name: value})
+
+
 def _merge_profile(state: EntityState, event: Event) -> set[str]:
     """Lytics-style profile: each top-level field of the event, last value wins by event time.
     Returns the names whose value changed."""
     changed = set()
-    for name, value in event.fields.items():
-        if isinstance(value, dict):
-            continue  # nested objects stay in the event; profiles hold scalar and list fields
-        if state.set_profile(name, value, event.timestamp_ms):
-            changed.add(name)
-    if LAST_ACTIVE_FIELD in event.fields:
-        return changed  # the event states its own last activity (a profile field like any other)
+    fields = event.fields
+    ts = event.timestamp_ms
+    if fields:  # generic events; a Snowplow event's fields are its atomic columns, not here
+        for name, value in fields.items():
+            if isinstance(value, dict):
+                continue  # nested objects stay in the event; profiles hold scalar and list fields
+            if state.set_profile(name, value, ts):
+                changed.add(name)
+        if LAST_ACTIVE_FIELD in fields:
+            return changed  # the event states its own last activity (a profile field like any other)
     current = state.profile.get(LAST_ACTIVE_FIELD)
-    if current is None or not isinstance(current[0], int) or current[0] < event.timestamp_ms:
-        state.set_profile(LAST_ACTIVE_FIELD, event.timestamp_ms, event.timestamp_ms)
+    if current is None or not isinstance(current[0], int) or current[0] < ts:
+        state.set_profile(LAST_ACTIVE_FIELD, ts, ts)
         changed.add(LAST_ACTIVE_FIELD)
     return changed
-
-
-def _update_attributes(state: EntityState, selection: Selection, event: Event) -> list[CompiledAttribute]:
-    """Fold ``event`` into the selected attributes that pass their criteria and mark them
-    dirty; return the conditional ones that passed (their names changed, like the plain ones)."""
-    resolved: dict[str, Any] = {}  # property -> value, resolved once per event
-    _fold(state, selection.plain, event, resolved)
-    state.mark_attributes(selection.slots)
-    if not selection.conditional:
-        return []
-    passed = [a for a in selection.conditional if matches_criteria(event, a.criteria)]
-    if passed:
-        _fold(state, passed, event, resolved)
-        state.mark_attributes(tuple(a.slot for a in passed))
-    return passed
-
-
-def _fold(
-    state: EntityState, attributes: Sequence[CompiledAttribute], event: Event, resolved: dict[str, Any]
-) -> None:
-    """The hot loop (about a dozen attributes per event): per-attribute work is kept minimal,
-    and the caller marks what changed."""
-    ts = event.timestamp_ms
-    atomic = event.atomic
-    stored = state.attributes
-    for attribute in attributes:
-        spec = attribute.spec
-        if not spec.uses_value:
-            value = None
-        elif attribute.atomic is not None:
-            value = atomic.get(attribute.atomic)
-        else:
-            key = attribute.value_key
-            value = resolved[key] if key in resolved else resolved.setdefault(key, attribute.value_of(event))
-        slot = attribute.slot
-        current = stored.get(slot)
-        step = spec.step  # a plain load: spec.step(...) would look it up as a method first
-        updated = step(current, value, ts)
-        if updated is not current:  # a new state, or a TTL reset; most are updated in place
-            stored[slot] = updated
 
 
 def _append_to_log(state: EntityState, log: CompiledEventLog, event: Event) -> None:
@@ -146,33 +115,52 @@ def _append_to_log(state: EntityState, log: CompiledEventLog, event: Event) -> N
     state.set_event_log(log.name, kept)
 
 
+_UNSEEN: Any = object()  # ProfileView: a name not looked up yet
+_ABSENT: Any = object()  # ProfileView: a name that is neither an attribute nor a profile field
+
+
 class ProfileView(Mapping[str, Any]):
     """What a segment sees: profile fields, overridden by the entity's attribute values.
-    Lazy: an attribute is read (``aggregations.read``) only when a segment asks for it."""
 
-    __slots__ = ("_state", "_attributes", "_now", "_read")
+    Lazy and memoised: a name is looked up once per view, when a segment first asks for it
+    (``in`` and ``[]`` alike: SegmentQL asks both), and an attribute is read
+    (``aggregations.read``) only then. So the entity must not change while a view is in use:
+    views live for one evaluation.
+    """
+
+    __slots__ = ("_state", "_attributes", "_now", "_seen", "_snapshot")
 
     def __init__(self, state: EntityState, topology: Topology, now_ms: int) -> None:
         self._state = state
         self._attributes = topology.attribute_index(state.ref.key)
         self._now = now_ms
-        self._read: dict[str, Any] = {}
+        self._seen: dict[Any, Any] = {}  # name -> value, or _ABSENT
+        self._snapshot: dict[str, Any] | None = None
+
+    def _lookup(self, name: Any) -> Any:
+        found = self._attributes.get(name)
+        if found is not None:
+            stored = self._state.attributes.get(found[0])
+            if stored is not None:
+                value = self._seen[name] = aggregations.read(found[1], stored, self._now)
+                return value
+        pair = self._state.profile.get(name)
+        value = self._seen[name] = _ABSENT if pair is None else pair[0]
+        return value
 
     def __getitem__(self, name: str) -> Any:
-        if name in self._read:
-            return self._read[name]
-        found = self._attributes.get(name)
-        stored = None if found is None else self._state.attributes.get(found[0])
-        if stored is not None and found is not None:
-            value = self._read[name] = aggregations.read(found[1], stored, self._now)
-            return value
-        return self._state.profile[name][0]
+        value = self._seen.get(name, _UNSEEN)
+        if value is _UNSEEN:
+            value = self._lookup(name)
+        if value is _ABSENT:
+            raise KeyError(name)
+        return value
 
     def __contains__(self, name: object) -> bool:
-        if name in self._state.profile:
-            return True
-        found = self._attributes.get(name) if isinstance(name, str) else None
-        return found is not None and found[0] in self._state.attributes
+        value = self._seen.get(name, _UNSEEN)
+        if value is _UNSEEN:
+            value = self._lookup(name)
+        return value is not _ABSENT
 
     def __iter__(self) -> Iterator[str]:
         names = dict.fromkeys(self._state.profile)
@@ -181,6 +169,23 @@ class ProfileView(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def snapshot(self) -> dict[str, Any]:
+        """``dict(self)``, built once per view: every transition of one evaluation carries it.
+        Shared: copy it before changing it."""
+        if self._snapshot is None:
+            # profile fields first, then the other attributes, in ``__iter__``'s order
+            snapshot = {name: pair[0] for name, pair in self._state.profile.items()}
+            stored, seen = self._state.attributes, self._seen
+            for name, (slot, spec) in self._attributes.items():
+                state = stored.get(slot)
+                if state is not None:
+                    value = seen.get(name, _UNSEEN)
+                    if value is _UNSEEN:
+                        value = seen[name] = aggregations.read(spec, state, self._now)
+                    snapshot[name] = value
+            self._snapshot = snapshot
+        return self._snapshot
 
 
 def profile_view(state: EntityState, topology: Topology, now_ms: int) -> ProfileView:
@@ -203,14 +208,19 @@ def evaluate_segments(
         return []
     view = profile_view(state, topology, now_ms)
     results: dict[str, bool] = {}
+    include = _include_resolver(results, topology)
+    members = state.members
     out = []
     for segment in segments:  # topological order: included segments come first
+        was_member = members.get(segment.id, False)
         if changed is not None and changed.isdisjoint(segment.deps):
-            results[segment.id] = state.members.get(segment.id, False)
+            results[segment.id] = was_member
             continue
-        member = _evaluate(segment, view, now_ms, _include_resolver(segment, results, topology))
+        try:
+            member = segment.test(view, now_ms, include) is True  # ``segmentql.evaluate``
+        except SegmentQLError:
+            member = False  # a runtime type problem in one profile never stops the worker
         results[segment.id] = member
-        was_member = state.members.get(segment.id, False)
         if member != was_member:
             state.set_member(segment.id, member)
             kind: TransitionKind = "enter" if member else "exit"
@@ -230,23 +240,12 @@ def next_due(state: EntityState, topology: Topology, now_ms: int) -> int | None:
     return min(candidates) if candidates else None
 
 
-def _include_resolver(
-    segment: CompiledSegment, results: dict[str, bool], topology: Topology
-) -> Callable[[str], bool]:
+def _include_resolver(results: dict[str, bool], topology: Topology) -> Callable[[str], bool]:
     def resolve(ref: str) -> bool:
         target = topology.segment_by_ref(ref)
         return target is not None and results.get(target.id, False)
 
     return resolve
-
-
-def _evaluate(
-    segment: CompiledSegment, view: Mapping[str, Any], now_ms: int, include: Callable[[str], bool]
-) -> bool:
-    try:
-        return bool(evaluate(segment.statement, view, now_ms=now_ms, resolve_include=include))
-    except SegmentQLError:
-        return False  # a runtime type problem in one profile never stops the worker
 
 
 def _transition(
@@ -255,7 +254,7 @@ def _transition(
     kind: TransitionKind,
     cause: str,
     at_ms: int,
-    view: Mapping[str, Any],
+    view: ProfileView,
 ) -> Transition:
     return Transition(
         transition_id=transition_id(state.ref, segment.id, kind, cause),
@@ -265,5 +264,5 @@ def _transition(
         event=kind,
         at_ms=at_ms,
         identifiers=dict(state.identifiers) or {state.ref.key: state.ref.id},
-        profile=dict(view),
+        profile=dict(view.snapshot()),
     )

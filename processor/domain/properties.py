@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -262,7 +262,11 @@ def schema_matches(entity: Mapping[str, Any], vendor: str, name: str, major: int
 
 def follow_path(data: Any, path: str) -> Any:
     """The value at ``path`` inside ``data``, or None when any step is missing."""
-    for token in parse_path(path):
+    return _follow(data, parse_path(path))
+
+
+def _follow(data: Any, tokens: tuple[str | int, ...]) -> Any:
+    for token in tokens:
         if isinstance(token, int):
             if not isinstance(data, list) or token >= len(data):
                 return None
@@ -306,6 +310,48 @@ def resolve(event: Event, prop: PropertyModel) -> Any:
     if prop.date_part is None or value is None:
         return value
     return date_part(value, prop.date_part)
+
+
+def compile_resolver(prop: PropertyModel) -> Callable[[Event], Any]:
+    """``resolve`` for one property, as a function of the event alone: built once (see
+    ``topology.CompiledAttribute``), it reads the model's fields and parses the path and schema
+    key once instead of on every event. Leaf properties without ``date_part`` get their own
+    code; the others call ``resolve``."""
+    if prop.type == "calculated" or prop.date_part is not None:
+        return lambda event: resolve(event, prop)
+    if prop.type == "atomic":
+        column = prop.name
+        return lambda event: event.atomic.get(column)
+    vendor, name, major = prop.vendor, prop.name, prop.major_version
+    key, tokens = shred_key(vendor, name, major), parse_path(prop.path)
+
+    def matches(entity: Mapping[str, Any]) -> bool:  # ``schema_matches``, its parts bound
+        schema = entity.get("schema")
+        if isinstance(schema, str):
+            parts = _schema_parts(schema)
+            return parts is not None and parts[1] == name and parts[0] == vendor and parts[3] == major
+        return entity.get("shred_key") == key
+
+    if prop.type == "event":
+        def event_value(event: Event) -> Any:
+            unstruct = event.unstruct
+            if unstruct is None or not matches(unstruct):
+                return None
+            return _follow(unstruct.get("data"), tokens)
+
+        return event_value
+    index = prop.index
+
+    def entity_value(event: Event) -> Any:  # the index counts the entities of this schema only
+        seen = 0
+        for entity in event.contexts:
+            if matches(entity):
+                if seen == index:
+                    return _follow(entity.get("data"), tokens)
+                seen += 1
+        return None
+
+    return entity_value
 
 
 def to_datetime(value: Any) -> datetime | None:

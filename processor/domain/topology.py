@@ -6,12 +6,12 @@ reads these objects, never raw definition dicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from processor.domain import aggregations, decay, properties
+from processor.domain import aggregations, decay, folds, properties
 from processor.domain.definitions import (
     AtomicProperty,
     Attribute,
@@ -28,6 +28,7 @@ from processor.domain.events import Event
 from processor.domain.segments import SegmentDefinition
 from processor.errors import DefinitionError
 from processor.segmentql import Statement, included_segments, parse, referenced_fields, uses_time
+from processor.segmentql.compiler import Node, compiled
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,13 @@ class CompiledAttribute:
     atomic: str | None
     slot: tuple[str, int, str]
     criteria: Criteria | None = None
+    # ``value_of``: the property's compiled resolver (``properties.compile_resolver``)
+    value_of: Callable[[Event], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prop = self.definition.property
+        resolver = _no_value if prop is None else properties.compile_resolver(prop)
+        object.__setattr__(self, "value_of", resolver)  # frozen: derived once, here
 
     def selects(self, event: Event) -> bool:
         return properties.matches_events(event, self.definition.events)
@@ -77,11 +85,9 @@ class CompiledAttribute:
     def passes_criteria(self, event: Event) -> bool:
         return self.criteria is None or properties.matches_criteria(event, self.criteria)
 
-    def value_of(self, event: Event) -> Any:
-        if self.atomic is not None:
-            return event.atomic.get(self.atomic)
-        prop = self.definition.property
-        return None if prop is None else properties.resolve(event, prop)
+
+def _no_value(_event: Event) -> Any:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,20 +96,23 @@ class Selection:
 
     ``plain`` ones have no criteria: every such event updates them, so their slots and names
     are listed here once (the engine marks them in bulk). ``conditional`` ones apply only to
-    the events that pass their criteria.
+    the events that pass their criteria. ``fold`` is the generated function that applies an
+    event to all of them (see ``folds``).
     """
 
     plain: tuple[CompiledAttribute, ...]
     conditional: tuple[CompiledAttribute, ...]
     slots: tuple[tuple[str, int, str], ...]
     names: tuple[str, ...]
+    fold: folds.Fold = field(compare=False, repr=False)
 
     @classmethod
     def of(cls, attributes: Iterable[CompiledAttribute]) -> Selection:
         attributes = tuple(attributes)
         plain = tuple(a for a in attributes if a.criteria is None)
         conditional = tuple(a for a in attributes if a.criteria is not None)
-        return cls(plain, conditional, tuple(a.slot for a in plain), tuple(a.name for a in plain))
+        return cls(plain, conditional, tuple(a.slot for a in plain), tuple(a.name for a in plain),
+                   folds.compile_fold(plain, conditional))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +151,12 @@ class CompiledSegment:
     uses_time: bool
     # fields read by this segment or any segment it includes, transitively
     deps: frozenset[str] = frozenset()
+    # ``test(profile, now_ms, resolve_include) is True``: ``segmentql.evaluate`` without
+    # looking up the compiled form of the statement on every evaluation
+    test: Node = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", compiled(self.statement))  # frozen: derived once, here
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +195,10 @@ class Topology:
     # (key, event name, vendor, version) -> the attributes of the key's groups taking such events
     _selected: dict[tuple[str, str | None, str | None, str | None], Selection] = field(
         default_factory=dict, compare=False, repr=False)
+    # the slots of a selection -> the selection: kinds of events that take the same attributes
+    # share one (its fold is generated code, built once)
+    _selections: dict[tuple[tuple[str, int, str], ...], Selection] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def groups_for(self, key: str) -> tuple[CompiledGroup, ...]:
         return self._groups_by_key.get(key, ())
@@ -193,7 +212,13 @@ class Topology:
         selected = self._selected.get(kind)
         if selected is None:
             groups = self.groups_for(key)
-            selected = Selection.of(a for group in groups for a in group.attributes_for(event))
+            attributes = tuple(a for group in groups for a in group.attributes_for(event))
+            slots = tuple(a.slot for a in attributes)
+            selected = self._selections.get(slots)
+            if selected is None:
+                if len(self._selections) > 10_000:
+                    self._selections.clear()
+                selected = self._selections[slots] = Selection.of(attributes)
             if all(group.cacheable for group in groups):
                 if len(self._selected) > 10_000:
                     self._selected.clear()
