@@ -56,12 +56,13 @@ def assert_json_state(state: Any) -> None:
 
 
 @st.composite
-def specs(draw: st.DrawFn) -> AggSpec:
+def specs(draw: st.DrawFn, periods: list[int | None] = PERIODS,
+          defaults: tuple[Any, ...] = (None, 0, "n/a")) -> AggSpec:
     kind = draw(st.sampled_from(KINDS))
-    period = draw(st.sampled_from(PERIODS))
+    period = draw(st.sampled_from(periods))
     ttl = draw(st.one_of(st.none(), st.integers(1, 20_000))) if period is None else None
     unit = draw(st.sampled_from(["s", "min"])) if kind.startswith("time_since_") else None
-    default = draw(st.sampled_from([None, 0, "n/a"]))
+    default = draw(st.sampled_from(defaults))
     return AggSpec(kind, period_ms=period, ttl_ms=ttl, time_unit=unit, default_value=default)
 
 

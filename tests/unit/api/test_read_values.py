@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processor.domain import aggregations
-from processor.domain.aggregations import KINDS, AggSpec
+from processor.domain.aggregations import AggSpec
 from processor.domain.definitions import AttributeGroup
 from processor.state import reads, values
+from tests.unit.aggregations.test_aggregation_reference import specs
 
 VALUES = ["a", "b", "c", "/page/1", "x,y", "\x1fi1", "1", "", 1, 2, 2.0, 2.5, -1, 0, True, False,
           None, math.inf, [1], {"k": 1}]  # fmt: skip
@@ -25,14 +26,6 @@ PLAIN = ["a", "b", "c", "/page/1", "x,y", "", "é"]
 PERIODS = [None, 1500, 7000, 60_000]
 
 
-@st.composite
-def specs(draw: st.DrawFn) -> AggSpec:
-    kind = draw(st.sampled_from(KINDS))
-    period = draw(st.sampled_from(PERIODS))
-    ttl = draw(st.one_of(st.none(), st.integers(1, 20_000))) if period is None else None
-    unit = draw(st.sampled_from(["s", "min"])) if kind.startswith("time_since_") else None
-    default = draw(st.sampled_from([None, 0, "n/a", ["d"]]))
-    return AggSpec(kind, period_ms=period, ttl_ms=ttl, time_unit=unit, default_value=default)
 
 
 def events(pool: list[Any]) -> st.SearchStrategy[list[tuple[Any, int]]]:
@@ -51,7 +44,7 @@ def expected(spec: AggSpec, raw: bytes, now: int) -> bytes:
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=specs(), columns=st.lists(st.one_of(events(VALUES), events(PLAIN)), min_size=1, max_size=4),
+@given(spec=specs(PERIODS, (None, 0, "n/a", ["d"])), columns=st.lists(st.one_of(events(VALUES), events(PLAIN)), min_size=1, max_size=4),
        now_offset=st.integers(-20_000, 200_000))  # fmt: skip
 def test_readers_match_aggregations_read(
     spec: AggSpec, columns: list[list[tuple[Any, int]]], now_offset: int
