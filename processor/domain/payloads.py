@@ -118,16 +118,7 @@ def lytics_payload(subscription: Subscription, transition: Transition, *,
 def payload_bytes(delivery: Delivery) -> bytes:
     """The JSON body of ``delivery`` in its subscription's ``payload_format``."""
     sub = delivery.subscription
-    t = delivery.transition
-    if sub.payload_format != "v2" or sub.user_fields:
-        return orjson.dumps(lytics_payload(sub, t, version=sub.payload_format))
-    # v2 with every user field, built inline (one POST per transition): as ``lytics_payload``
-    data = {**t.identifiers, **t.profile}
-    data["segment_events"] = [{"id": t.segment_id, "event": t.event, "slug": t.segment_slug,
-                               t.event: format_ms(t.at_ms)}]
-    return orjson.dumps({"id": t.entity.id, "data": data,
-                         "meta": {"object": META_OBJECT, "source": META_SOURCE,
-                                  "subscription_id": sub.id}})
+    return orjson.dumps(lytics_payload(sub, delivery.transition, version=sub.payload_format))
 
 
 @dataclass(frozen=True, slots=True)

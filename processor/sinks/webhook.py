@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from processor.domain.backoff import backoff_delay, is_retriable_status, retry_after_seconds
-from processor.domain.payloads import Delivery, delivery_id, payload_bytes
+from processor.domain.payloads import Delivery, payload_bytes
 from processor.domain.subscriptions import Subscription
 from processor.sinks.base import DeliveryResult, Sink
 from processor.sinks.errors import DeliveryFailed, SinkBackpressure, TargetRefused
@@ -391,7 +391,7 @@ class WebhookSink(Sink):
         """``webhook-id``, ``webhook-timestamp`` (this attempt) and, with a secret,
         ``webhook-signature``: Standard Webhooks' ``v1,`` + base64 HMAC-SHA256 of
         ``id.timestamp.body`` with the secret's decoded key."""
-        msg_id = delivery_id(record.subscription.id, record.transition.transition_id).encode()
+        msg_id = record.id.encode("ascii")
         stamp = b"%d" % int(self._wall())
         lines = b"webhook-id: " + msg_id + b"\r\nwebhook-timestamp: " + stamp + b"\r\n"
         if signer is not None:

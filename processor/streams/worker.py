@@ -176,10 +176,9 @@ class EventWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._next_registry_check = 0.0
         self._next_due_check = 0.0
-        # True when ``transitions`` has as many partitions as ``events``: an entity's transitions
-        # then go to its owner partition number, which is what Kafka's default partitioner
-        # (murmur2 of the key) picks; the cached owner saves computing it in Python each time.
-        self._owner_partitions_transitions = False
+        # Owner partitions on ``transitions`` (Kafka's default partitioner, murmur2 of the
+        # entity key, memoised: the worker names each transition's partition itself)
+        self._transition_owner = self.ownership
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commits only after each batch is durable."""
@@ -194,8 +193,9 @@ class EventWorker:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         try:
             await self._check_copartitioned(topics)
-            transitions = await self._producer.partitions_for(self.settings.transitions_topic)
-            self._owner_partitions_transitions = len(transitions) == self.settings.partitions
+            count = len(await self._producer.partitions_for(self.settings.transitions_topic))
+            if count != self.settings.partitions:
+                self._transition_owner = Ownership(count)
             while not stop.is_set():
                 await self._refresh_topology()
                 batch = await self._consumer.getmany(
@@ -435,15 +435,9 @@ class EventWorker:
                      (name, value) for name, value in fwd.record.headers or ()
                      if name in (STREAM_HEADER, TIMESTAMP_FIELD_HEADER)])
                 for fwd in result.forwards))  # fmt: skip
-        if self._owner_partitions_transitions:
-            owner = self.ownership.owner
-            futures += await kafka.send_batched(self._producer, self.settings.transitions_topic, (
-                (owner(t.entity), str(t.entity).encode(), t.to_json(), [])
-                for t in result.transitions))  # fmt: skip
-        else:
-            for transition in result.transitions:
-                futures.append(await send(self.settings.transitions_topic, transition.to_json(),
-                                          key=str(transition.entity).encode()))
+        owner = self._transition_owner.owner
+        futures += await kafka.send_batched(self._producer, self.settings.transitions_topic, (
+            (owner(t.entity), str(t.entity).encode(), t.to_json(), []) for t in result.transitions))
         if futures:
             await asyncio.gather(*futures)
 
