@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 RUN := .run
 
-.PHONY: help venv node-sdk services up down demo test test-unit bench bench-delivery lint clean
+.PHONY: help venv node-sdk services up down demo test test-unit bench bench-delivery bench-reads lint clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,6 +48,10 @@ bench: services ## throughput / latency benchmark through real Kafka and Redis
 
 bench-delivery: services ## webhook and Kinesis delivery: transitions/s, produce->webhook p50/p99
 	set -a; source $(RUN)/services.env; set +a; $(PY) bench/bench_delivery.py
+
+bench-reads: services ## Profiles Store reads over real HTTP (wrk and aiohttp): p50/p90/p99, server CPU per read
+	deploy/services.sh install-bench-tools
+	set -a; source $(RUN)/services.env; set +a; $(PY) bench/bench_reads.py --wrk 8 --client aiohttp --concurrency 1,2,4,8
 
 lint: venv
 	.venv/bin/ruff check processor tests

@@ -3,6 +3,7 @@
 # Redis (AOF on) and kinesalite (Kinesis emulator), on loopback, without Docker.
 #
 #   deploy/services.sh install          install what is missing: Kafka jars, redis-server, kinesalite
+#   deploy/services.sh install-bench-tools   install wrk (Debian's HTTP load generator) if missing
 #   deploy/services.sh up               install, start all three, wait until each answers,
 #                                       write .run/services.env (idempotent: running twice is fine)
 #   deploy/services.sh down [--purge]   stop what `up` started; --purge also deletes the data dirs
@@ -89,6 +90,11 @@ install_tools() {
         apt_install "${missing[@]}"
     fi
     # Debian's redis-server package starts a system instance on 6379; ours runs on its own port.
+}
+
+# wrk is only for bench/bench_reads.py (the server's latency without a Python client's cost).
+install_bench_tools() {
+    command -v wrk >/dev/null 2>&1 || apt_install wrk
 }
 
 install_kafka() {
@@ -466,6 +472,7 @@ main() {
     shift || true
     case "$cmd" in
         install) with_lock cmd_install ;;
+        install-bench-tools) install_bench_tools ;;
         up | start) with_lock cmd_up ;;
         down | stop) with_lock cmd_down "$@" ;;
         purge) with_lock cmd_down --purge ;;
