@@ -21,10 +21,6 @@ from tests.support.running import create_token, served
 pytestmark = pytest.mark.integration
 
 
-
-
-
-
 def test_no_input_causes_a_server_error(settings: Settings) -> None:
     """Every operation, a few generated cases each (positive and negative data); 5xx are
     collected with a curl line to reproduce, then reported together."""
