@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
 
+from processor.domain.segments import segment_id_for
 from processor.publishing import publish_subscription
 from processor.settings import Settings
 from processor.state.registry import Registry
@@ -21,8 +22,6 @@ from tests.support.receiver import WebhookReceiver
 from tests.support.running import run_worker, running, wait_loaded
 
 pytestmark = pytest.mark.integration
-
-
 
 
 def test_enter_and_exit_reach_the_webhook_once(settings: Settings) -> None:
@@ -58,6 +57,10 @@ def test_enter_and_exit_reach_the_webhook_once(settings: Settings) -> None:
         assert events == ["enter", "exit"]
         for request, body in zip(requests, bodies, strict=True):
             assert request.header("best_number") == "47"
+            segment_event = body["data"]["segment_events"][0]
+            assert segment_event["id"] == segment_id_for("active_cart")
+            assert segment_event["slug"] == "active_cart"
+            assert segment_event[segment_event["event"]]  # the enter / exit time
             assert body["data"]["user_id"] == "e2e-1"
             assert body["meta"]["subscription_id"] == "sub-e2e"
             Webhook(secret).verify(request.body, {k: v for k, v in request.headers.items()})
