@@ -2,12 +2,13 @@
 
 Decodes the engine benchmark's workload (Snowplow enriched JSON, or ``--tsv``), applies every
 event to an in-process cache of entity states with the same topology (5 groups / 24
-attributes, ``--segments`` segments), and encodes each entity's dirty fields as the write
-script takes them. Prints microseconds per event for each step: the CPU the worker spends
-beside Redis and Kafka. Usage:
+attributes, ``--segments`` segments) ``--batch`` events at a time, and after each batch
+encodes the entities it touched as the worker does (``EntityStore.encode``). Prints
+microseconds per event for each step, the CPU the worker spends beside Redis and Kafka, and
+the encode per entity write. Usage:
 
     python bench/bench_compute.py [--events 50000] [--entities 5000] [--segments 0] [--tsv]
-                                  [--profile] [--runs 3] [--callgrind STEP]
+                                  [--batch 2000] [--profile] [--runs 3] [--callgrind STEP]
 
 Wall-clock times are noisy on a busy machine (the load average is printed); instruction counts
 are not. To count one step's instructions (``Ir``):
@@ -41,7 +42,7 @@ from processor.domain.records import SNOWPLOW_STREAM, RawRecord, decode_record  
 from processor.domain.segments import SegmentDefinition, segment_id_for  # noqa: E402
 from processor.domain.topology import Topology, compile_topology  # noqa: E402
 from processor.domain.transitions import EntityRef  # noqa: E402
-from processor.state import codec  # noqa: E402
+from processor.state.entities import EntityStore  # noqa: E402
 
 
 def topology(segments: int) -> Topology:
@@ -53,36 +54,52 @@ def topology(segments: int) -> Topology:
     return compile_topology(1, groups, segs, [], [])
 
 
-def run(values: list[bytes], topo: Topology, now: int, measured: str | None = None) -> dict[str, float]:
-    """Time each step; ``measured`` names the one step to run under ``under_callgrind``."""
+def run(values: list[bytes], topo: Topology, now: int, batch: int,
+        measured: str | None = None) -> tuple[dict[str, float], int]:
+    """Time each step; ``measured`` names the one step to run under ``under_callgrind``.
+    Events are applied ``batch`` at a time and the entities each batch touched are encoded
+    after it, as the worker does (``EntityStore.encode``: changed fields, watermarks, the
+    packed script call). Returns microseconds per event per step, and the entity writes."""
     n = len(values)
     cache: dict[EntityRef, EntityState] = {}
     events: list[Event] = []
+    store = EntityStore(None)  # type: ignore[arg-type]  # encode only: no Redis needed
+    writes = 0
 
     def decode() -> None:
         events.extend(decode_record(RawRecord(v, now, SNOWPLOW_STREAM, None), now_ms=now,
                                     max_bytes=1 << 20) for v in values)
 
-    def apply() -> None:
-        for offset, event in enumerate(events):
+    def apply(start: int) -> None:
+        for offset in range(start, min(start + batch, n)):
+            event = events[offset]
             for ref in engine.entities_of(event, topo):
                 state = cache.get(ref)
                 if state is None:
                     state = cache[ref] = EntityState(ref)
                 engine.apply_event(state, event, topo, cause=f"events/0/{offset}", now_ms=now)
                 state.advance("events", 0, offset)
+                touched[ref] = state
 
     def encode() -> None:
-        for state in cache.values():
-            codec.watermark_args(state)
-            codec.dirty_payload(state)
+        nonlocal writes
+        store.encode(list(touched.values()))
+        writes += len(touched)
+        touched.clear()
 
-    times = {}
-    for name, step in (("decode", decode), ("apply", apply), ("encode", encode)):
+    touched: dict[EntityRef, EntityState] = {}
+    times = dict.fromkeys(("decode", "apply", "encode"), 0.0)
+
+    def timed(name: str, step: Callable[[], None]) -> None:
         t0 = time.perf_counter()
         under_callgrind(step) if name == measured else step()
-        times[name] = (time.perf_counter() - t0) * 1e6 / n
-    return times
+        times[name] += time.perf_counter() - t0
+
+    timed("decode", decode)
+    for start in range(0, n, batch):
+        timed("apply", lambda: apply(start))  # noqa: B023  (called at once)
+        timed("encode", encode)
+    return {name: seconds * 1e6 / n for name, seconds in times.items()}, writes
 
 
 def under_callgrind(step: Callable[[], None]) -> None:
@@ -98,6 +115,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--entities", type=int, default=5_000)
     parser.add_argument("--segments", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=2000,
+                        help="events applied between two encodes (the worker's batch)")
     parser.add_argument("--tsv", action="store_true", help="enriched TSV instead of JSON")
     parser.add_argument("--profile", action="store_true", help="cProfile, top 30 by own time")
     parser.add_argument("--runs", type=int, default=3, help="best of this many runs")
@@ -115,7 +134,8 @@ def main() -> None:
         profiler.enable()
     best: dict[str, float] = {}
     for _ in range(1 if args.profile else args.runs):
-        for step, us in run(values, topo, now, args.callgrind).items():
+        times, writes = run(values, topo, now, args.batch, args.callgrind)
+        for step, us in times.items():
             best[step] = min(best.get(step, us), us)
     if args.profile:
         profiler.disable()
@@ -125,6 +145,8 @@ def main() -> None:
           f"{'TSV' if args.tsv else 'JSON'}; best of runs, microseconds per event:")
     print("  " + "  ".join(f"{step} {us:.1f}" for step, us in best.items())
           + f"  total {total:.1f} (= {1e6 / total:,.0f} events/s of pure compute)")
+    print(f"  {writes / args.events:.2f} entity writes per event (batches of {args.batch:,}): "
+          f"encode {best['encode'] * args.events / writes:.1f} microseconds per entity write")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ class ProfileView(Mapping[str, Any]):
     def _lookup(self, name: Any) -> Any:
         found = self._attributes.get(name)
         if found is not None:
-            stored = self._state.attributes.get(found[0])
+            stored = self._state.attribute(found[0])
             if stored is not None:
                 value = self._seen[name] = aggregations.read(found[1], stored, self._now)
                 return value
@@ -164,7 +164,7 @@ class ProfileView(Mapping[str, Any]):
 
     def __iter__(self) -> Iterator[str]:
         names = dict.fromkeys(self._state.profile)
-        names.update((n, None) for n, (slot, _) in self._attributes.items() if slot in self._state.attributes)
+        names.update((n, None) for n, (slot, _) in self._attributes.items() if self._state.attribute(slot) is not None)
         return iter(names)
 
     def __len__(self) -> int:
@@ -176,9 +176,9 @@ class ProfileView(Mapping[str, Any]):
         if self._snapshot is None:
             # profile fields first, then the other attributes, in ``__iter__``'s order
             snapshot = {name: pair[0] for name, pair in self._state.profile.items()}
-            stored, seen = self._state.attributes, self._seen
+            seen = self._seen
             for name, (slot, spec) in self._attributes.items():
-                state = stored.get(slot)
+                state = self._state.attribute(slot)
                 if state is not None:
                     value = seen.get(name, _UNSEEN)
                     if value is _UNSEEN:

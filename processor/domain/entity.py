@@ -11,20 +11,26 @@ from typing import Any
 
 from processor.domain.transitions import EntityRef
 
+#: An attribute group's version: ``(group name, version)``; a state slot adds the attribute name.
+GroupKey = tuple[str, int]
+Slot = tuple[str, int, str]
+
 
 class EntityState:
     """Mutable state of one entity; every mutation goes through a method that marks it dirty."""
 
-    __slots__ = ("ref", "watermarks", "attributes", "profile", "members", "identifiers", "dirty",
-                 "dirty_slots", "dirty_runs", "dirty_profile", "dirty_watermarks", "stored",
+    __slots__ = ("ref", "watermarks", "groups", "profile", "members", "identifiers", "dirty",
+                 "dirty_groups", "dirty_runs", "dirty_profile", "dirty_watermarks", "stored",
                  "event_logs")
 
     def __init__(self, ref: EntityRef) -> None:
         self.ref = ref
         # (topic, partition) -> highest offset applied
         self.watermarks: dict[tuple[str, int], int] = {}
-        # (group, version, attribute) -> aggregation state (JSON-serialisable)
-        self.attributes: dict[tuple[str, int, str], Any] = {}
+        # (group, version) -> attribute name -> aggregation state (JSON-serialisable). Nested
+        # by group as the state layer stores them (one document per group), so writing a
+        # changed group takes its states as they are.
+        self.groups: dict[GroupKey, dict[str, Any]] = {}
         # profile field -> [value, event time ms] (last value wins by event time)
         self.profile: dict[str, list[Any]] = {}
         # segment id -> True while a member
@@ -32,13 +38,13 @@ class EntityState:
         self.identifiers: dict[str, str] = {}
         # event log name -> recent entries {"ts", "event", "properties"}, oldest first
         self.event_logs: dict[str, list[dict[str, Any]]] = {}
-        # What changed since the last write. Attributes, profile fields and watermarks change
-        # on every event, so each has its own record (no tagged tuple to build and hash per
-        # change); the rest: ("m", id) / ("l", name) / ("ids", ""). Attribute slots come one by
-        # one (``set_attribute``) or as runs marked together (``mark_attributes``: the same
-        # dozen slots for each event of a kind), merged only when read (``dirty_attributes``).
-        self.dirty_slots: set[tuple[str, int, str]] = set()
-        self.dirty_runs: list[tuple[tuple[str, int, str], ...]] = []
+        # What changed since the last write. Attribute groups, profile fields and watermarks
+        # change on every event, so each has its own record (no tagged tuple to build and hash
+        # per change); the rest: ("m", id) / ("l", name) / ("ids", ""). Changed groups come one
+        # by one (``set_attribute``) or as runs marked together (``mark_groups``: the same few
+        # groups for each event of a kind), merged only when read (``dirty_group_keys``).
+        self.dirty_groups: set[GroupKey] = set()
+        self.dirty_runs: list[tuple[GroupKey, ...]] = []
         self.dirty_profile: set[str] = set()
         self.dirty_watermarks: set[tuple[str, int]] = set()
         self.dirty: set[tuple[str, str]] = set()
@@ -57,28 +63,41 @@ class EntityState:
 
     def clear_dirty(self) -> None:
         """Forget what changed: the state layer has taken it for writing."""
-        self.dirty_slots.clear()
+        self.dirty_groups.clear()
         self.dirty_runs.clear()
         self.dirty_profile.clear()
         self.dirty_watermarks.clear()
         self.dirty.clear()
 
-    def set_attribute(self, key: tuple[str, int, str], state: Any) -> None:
-        self.attributes[key] = state
-        self.dirty_slots.add(key)
+    def attribute(self, slot: Slot) -> Any:
+        """The state of one attribute, None when it has none."""
+        states = self.groups.get(slot[:2])
+        return None if states is None else states.get(slot[2])
 
-    def mark_attributes(self, keys: tuple[tuple[str, int, str], ...]) -> None:
-        """Mark attributes changed whose states were updated in place in ``attributes`` (the
-        engine's hot path). ``keys`` is kept as given (not copied): it must not change."""
+    def attributes(self) -> dict[Slot, Any]:
+        """Every attribute state by slot, groups in the order they were first set."""
+        return {(*key, name): state for key, states in self.groups.items() for name, state in states.items()}
+
+    def set_attribute(self, slot: Slot, state: Any) -> None:
+        key = slot[:2]
+        states = self.groups.get(key)
+        if states is None:
+            states = self.groups[key] = {}
+        states[slot[2]] = state
+        self.dirty_groups.add(key)
+
+    def mark_groups(self, keys: tuple[GroupKey, ...]) -> None:
+        """Mark groups changed whose states were updated in place in ``groups`` (the engine's
+        hot path). ``keys`` is kept as given (not copied): it must not change."""
         self.dirty_runs.append(keys)
 
-    def dirty_attributes(self) -> set[tuple[str, int, str]]:
-        """Every attribute slot changed since the last write."""
-        slots = set(self.dirty_slots)
+    def dirty_group_keys(self) -> set[GroupKey]:
+        """Every group with an attribute changed since the last write."""
+        keys = set(self.dirty_groups)
         # Events of one kind mark the very same tuple: merge each distinct one once.
         for run in {id(run): run for run in self.dirty_runs}.values():
-            slots.update(run)
-        return slots
+            keys.update(run)
+        return keys
 
     def set_profile(self, name: str, value: Any, ts_ms: int) -> bool:
         """Set a profile field unless a later event already set it; return whether it changed."""

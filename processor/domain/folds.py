@@ -17,11 +17,13 @@ selection order, the function:
 - hands every other case (no state yet, a TTL reset, a new or older bucket) to ``spec.step``,
   the state machine itself, which is what the inline code abbreviates.
 
-Then it marks the plain attributes' slots dirty in one run, as the engine did, evaluates each
-conditional attribute's criteria, folds the ones that pass, marks them, and returns them.
+States are looked up in their group's dict (``EntityState.groups``), fetched (or created) once
+per group at the top. Then it marks the plain attributes' groups dirty in one run, evaluates
+each conditional attribute's criteria, folds the ones that pass, marks their groups, and
+returns them.
 
 The result is the same as folding through ``aggregations.apply`` (states, dirty marks, the
-order of insertion into ``EntityState.attributes``): ``tests/unit/domain/test_folds.py`` checks
+order of insertion into ``EntityState.groups``): ``tests/unit/domain/test_folds.py`` checks
 it on random event sequences for every kind, lifetime, TTL'd and windowed, with criteria.
 Only validated numbers and ``repr`` of strings enter the source; everything else (slots,
 specs, criteria) is bound by name in the function's globals.
@@ -103,34 +105,55 @@ def compile_fold(plain: Sequence[CompiledAttribute], conditional: Sequence[Compi
     ones only the events that pass their criteria. Built once per selection (see ``Topology``)."""
     source = _Source()
     source.line(0, "def fold(state, event):")
-    source.line(1, "stored = state.attributes")
+    source.line(1, "groups = state.groups")
     source.line(1, "ts = event.timestamp_ms")
     source.line(1, "atomic = event.atomic")
     values: dict[str, str] = {}  # value_key -> variable, resolved at top level
     keys: dict[str, str] = {}  # value variable -> key variable
+    # group key -> the variable holding its states: every plain attribute gets a state, so
+    # their groups are fetched or created up front, in order of first use
+    groups: dict[tuple[str, int], str] = {}
     for attribute in plain:
-        _attribute(source, 1, attribute, values, keys)
+        group = attribute.slot[:2]
+        if group not in groups:
+            groups[group] = _group(source, 1, group, len(groups))
+    for attribute in plain:
+        _attribute(source, 1, attribute, values, keys, groups[attribute.slot[:2]])
     if plain:
-        source.line(1, f"state.mark_attributes({source.bind(tuple(a.slot for a in plain))})")
+        source.line(1, f"state.mark_groups({source.bind(tuple(groups))})")
     if not conditional:
         source.line(1, "return ()")
     else:
         source.line(1, "passed = []")
+        source.line(1, "marked = []")
         for attribute in conditional:
             criteria = source.bind(attribute.criteria)
+            group = attribute.slot[:2]
             source.line(1, f"if matches_criteria(event, {criteria}):")
-            # a value first needed here is resolved in this branch only
-            _attribute(source, 2, attribute, dict(values), dict(keys))
+            # a value or group first needed here is resolved in this branch only
+            states = groups.get(group) or _group(source, 2, group, len(groups))
+            _attribute(source, 2, attribute, dict(values), dict(keys), states)
             source.line(2, f"passed.append({source.bind(attribute)})")
+            source.line(2, f"marked.append({source.bind(group)})")
         source.line(1, "if passed:")
-        source.line(2, "state.mark_attributes(tuple([a.slot for a in passed]))")
+        source.line(2, "state.mark_groups(tuple(marked))")
         source.line(1, "return passed")
     fold: Fold = source.function("fold")
     return fold
 
 
+def _group(source: _Source, depth: int, group: tuple[str, int], number: int) -> str:
+    """Fetch (or create) the states of ``group`` into a variable; return its name."""
+    states, key = f"g{number}", source.bind(group)
+    source.line(depth, f"{states} = groups.get({key})")
+    source.line(depth, f"if {states} is None:")
+    source.line(depth + 1, f"{states} = groups[{key}] = {{}}")
+    return states
+
+
 def _attribute(
     source: _Source, depth: int, attribute: CompiledAttribute, values: dict[str, str], keys: dict[str, str],
+    states: str,
 ) -> None:
     spec = attribute.spec
     test, fold, new = _INLINE[spec.kind]
@@ -153,11 +176,11 @@ def _attribute(
                                f"'\\x1f' else value_key({value})")
     usable = None if test is None else test.format(v=value, k=key)
     fold = fold.format(v=value, k=key)
-    slot = source.bind(attribute.slot)
+    slot = f"{states}[{attribute.slot[2]!r}]"  # the state's place in its group
     source.line(depth, f"# {attribute.name!r}: {spec.kind}, "
                        + ("lifetime" if spec.period_ms is None else f"window of {spec.bucket_ms} ms buckets")
                        + ("" if spec.ttl_ms is None else f", ttl {spec.ttl_ms} ms"))
-    source.line(depth, f"s = stored.get({slot})")
+    source.line(depth, f"s = {states}.get({attribute.slot[2]!r})")
     if spec.period_ms is None:
         _lifetime(source, depth, spec, slot, usable, fold, new.format(b="None"))
     else:
@@ -169,11 +192,11 @@ def _lifetime(
 ) -> None:
     """The state is its one entry; ``e[0]`` is the newest event time. See ``_lifetime_step``."""
     source.line(depth, "if s is None:")
-    source.line(depth + 1, f"s = stored[{slot}] = {new}")
+    source.line(depth + 1, f"s = {slot} = {new}")
     if spec.ttl_ms is not None:  # an event after the TTL, if usable, finds the value expired
         source.line(depth, f"elif s[0] is not None and ts - s[0] > {spec.ttl_ms}"
                            + ("" if usable is None else f" and {usable}") + ":")
-        source.line(depth + 1, f"s = stored[{slot}] = {new}")
+        source.line(depth + 1, f"s = {slot} = {new}")
     source.line(depth, "e = s")
     if usable is not None:
         source.line(depth, f"if {usable}:")
@@ -201,7 +224,7 @@ def _window(
     source.line(depth + 2, f"del s[:bisect_right(s, b - {spec.span}, key=bucket_of)]")
     source.block(depth + 1, fold)
     source.line(depth, "else:")
-    source.line(depth + 1, f"stored[{slot}] = {source.bind(spec.step)}(s, {value}, ts)")
+    source.line(depth + 1, f"{slot} = {source.bind(spec.step)}(s, {value}, ts)")
 
 
 class _Source:

@@ -61,7 +61,8 @@ class CompiledAttribute:
     ``value_key`` names the property (equal properties share it), so a group resolves each
     distinct property once per event; ``atomic`` is set for a plain atomic column, read
     straight from the event. ``slot`` is where the entity keeps its state
-    (``EntityState.attributes``); ``criteria`` is the definition's, None when there is none.
+    (``EntityState.groups[slot[:2]][slot[2]]``); ``criteria`` is the definition's, None when
+    there is none.
     """
 
     name: str
@@ -94,8 +95,8 @@ def _no_value(_event: Event) -> Any:
 class Selection:
     """The attributes of one entity key that take one kind of event, as the engine folds them.
 
-    ``plain`` ones have no criteria: every such event updates them, so their slots and names
-    are listed here once (the engine marks them in bulk). ``conditional`` ones apply only to
+    ``plain`` ones have no criteria: every such event updates them, so their slots, names and
+    groups are listed here once (the engine marks their groups in bulk). ``conditional`` ones apply only to
     the events that pass their criteria. ``fold`` is the generated function that applies an
     event to all of them (see ``folds``).
     """
@@ -104,6 +105,7 @@ class Selection:
     conditional: tuple[CompiledAttribute, ...]
     slots: tuple[tuple[str, int, str], ...]
     names: tuple[str, ...]
+    groups: tuple[tuple[str, int], ...]  # of the plain attributes, distinct, in order
     fold: folds.Fold = field(compare=False, repr=False)
 
     @classmethod
@@ -112,7 +114,7 @@ class Selection:
         plain = tuple(a for a in attributes if a.criteria is None)
         conditional = tuple(a for a in attributes if a.criteria is not None)
         return cls(plain, conditional, tuple(a.slot for a in plain), tuple(a.name for a in plain),
-                   folds.compile_fold(plain, conditional))
+                   tuple(dict.fromkeys(a.slot[:2] for a in plain)), folds.compile_fold(plain, conditional))
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +253,7 @@ class Topology:
             for attribute in group.attributes:
                 if attribute.name not in watched:
                     continue  # no segment reads it: its decay cannot change a membership
-                stored = state.attributes.get((group.name, group.version, attribute.name))
+                stored = state.attribute((group.name, group.version, attribute.name))
                 if stored is None:
                     continue
                 due = decay.next_change(attribute.spec, stored, now_ms)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
@@ -65,26 +66,23 @@ class EntityStore:
         """Take the changes of ``states`` for writing and clear their dirty marks. Entities
         that were never written count as written from here on (``stored``)."""
         out = EntityWrite()
-        head = resp.bulk(b"EVALSHA") + resp.bulk(self._sha)
+        bulk = resp.bulk
+        head = bulk(b"EVALSHA") + bulk(self._sha)
         for start in range(0, len(states), WRITE_CHUNK):
             chunk = states[start:start + WRITE_CHUNK]
-            parts = [b"", head, resp.bulk(b"%d" % len(chunk))]
-            args = 0
+            parts = [b"*%d\r\n" % (5 + len(chunk)), head, bulk(b"%d" % len(chunk))]
+            header = []
+            values: list[bytes] = []
             for state in chunk:
                 ref = state.ref
-                parts.append(resp.bulk(keys.entity_state(ref.key, ref.id).encode()))
+                parts.append(bulk(keys.entity_state(ref.key, ref.id).encode()))
                 out.refs.append(ref)
-            for state in chunk:
-                marks = codec.watermark_args(state)
-                parts.append(resp.bulk(b"%d" % len(marks)))
-                for mark, offset in marks.items():
-                    parts.append(resp.bulk(mark.encode()))
-                    parts.append(resp.bulk(b"%d" % offset))
-                parts.append(resp.bulk(codec.dirty_payload(state)))
-                args += 2 + 2 * len(marks)
+                entry, changed = codec.write_entry(state)
+                header.append(entry)
+                values += changed
                 state.clear_dirty()
                 state.stored = True
-            parts[0] = b"*%d\r\n" % (3 + len(chunk) + args)
+            parts += (bulk(orjson.dumps(header)), bulk(b"".join(values)))
             out.chunks.append(b"".join(parts))
             out.chunk_sizes.append(len(chunk))
         return out

@@ -12,7 +12,10 @@ PREFIX = "sb"
 
 # Fields inside an entity's state hash. A field name is "<kind>:<rest>".
 WATERMARK_FIELD = "wm:{topic}:{partition}"
-ATTRIBUTE_FIELD = "a:{group}:{version}:{attribute}"
+# One field per attribute group: a JSON object {attribute name: aggregation state}. The worker
+# rewrites a group's object whenever one of its attributes changed (one JSON document per group
+# instead of one per attribute); a read takes the groups it needs in one HMGET.
+GROUP_FIELD = "g:{group}:{version}"
 PROFILE_FIELD = "p:{name}"
 MEMBER_FIELD = "m:{segment_id}"
 IDENTIFIERS_FIELD = "ids"
@@ -96,8 +99,8 @@ def watermark_field(topic: str, partition: int) -> str:
     return WATERMARK_FIELD.format(topic=topic, partition=partition)
 
 
-def attribute_field(group: str, version: int, attribute: str) -> str:
-    return ATTRIBUTE_FIELD.format(group=group, version=version, attribute=attribute)
+def group_field(group: str, version: int) -> str:
+    return GROUP_FIELD.format(group=group, version=version)
 
 
 def profile_field(name: str) -> str:

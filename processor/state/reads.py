@@ -7,9 +7,10 @@ the same ``AggSpec`` the worker uses (``topology.spec_for``), so windows decay a
 The attribute read is the API's hot path (a p99 target of 5 ms for 10 ids x 20 attributes), so
 it is shaped for few Python operations: a request's columns are compiled once into
 :class:`ColumnRead` objects (hash fields pre-encoded as RESP), and one request is one Redis
-round trip of pre-packed commands (the registry version and one HMGET per identifier) on
-:class:`ReadConnections`, parsed by hiredis; values come from the stored states through the
-readers of ``processor.state.values``, built once per attribute.
+round trip of pre-packed commands (the registry version and one HMGET per identifier of the
+requested groups' fields, ``keys.GROUP_FIELD``) on :class:`ReadConnections`, parsed by hiredis;
+each group field is parsed once for all identifiers, and values come from its states through
+the readers of ``processor.state.values``, built once per attribute.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ _GET_VERSION = resp.command("GET", keys.REGISTRY_VERSION)
 
 @dataclass(frozen=True, slots=True)
 class _Column:
-    """One readable column: its hash field and how its stored values are read (``values``);
-    for a batch field, whose stored value is its plain JSON value, spec and readers are None."""
+    """One readable column: its group's hash field, its name in the group's object and how its
+    stored states are read (``values``); for a batch field, whose stored value is its plain
+    JSON value, spec and readers are None."""
 
     field: bytes
+    name: str
     spec: aggregations.AggSpec | None
     read: values.ValueReader | None
     read_all: values.ColumnReader | None
@@ -70,14 +73,13 @@ def _compiled(group: AttributeGroup) -> _Compiled:
     if hit is not None and hit.group is group:
         return hit
     columns: dict[str, _Column] = {}
+    field = keys.group_field(group.name, group.version).encode()
     for attribute in group.attributes or ():
-        field = keys.attribute_field(group.name, group.version, attribute.name).encode()
         spec = spec_for(attribute, group)
-        columns[attribute.name] = _Column(field, spec, values.value_reader(spec),
+        columns[attribute.name] = _Column(field, attribute.name, spec, values.value_reader(spec),
                                           values.column_reader(spec), aggregations.new_state(spec))  # fmt: skip
     for batch_field in group.fields or ():
-        field = keys.attribute_field(group.name, group.version, batch_field.name).encode()
-        columns[batch_field.name] = _Column(field, None, None, None, None)
+        columns[batch_field.name] = _Column(field, batch_field.name, None, None, None, None)
     if len(_COMPILED) >= _COMPILED_MAX:
         _COMPILED.clear()  # registry changes are rare; a full reset is simpler than an LRU
     compiled = _COMPILED[id(group)] = _Compiled(group, entity_key_of(group), columns)
@@ -108,12 +110,13 @@ def _columns(groups_and_attrs: GroupAttributes, key: str) -> list[_Column]:
 @dataclass(frozen=True, slots=True)
 class ColumnRead:
     """Columns stored under one entity key, compiled for reading (:func:`compile_read`): the
-    HMGET of their hash fields and the entity's identifiers field, pre-packed but for the key,
-    and how each column's raw value is decoded. Immutable; cache it with the definitions it
-    was compiled from."""
+    HMGET of their groups' hash fields and the entity's identifiers field, pre-packed but for
+    the key, and how each column's state is decoded. Immutable; cache it with the definitions
+    it was compiled from."""
 
     entity_key: str
     columns: tuple[_Column, ...]
+    column_at: tuple[int, ...]  # per column, the position of its group's field in the HMGET
     head: bytes  # RESP array header and command name
     tail: bytes  # RESP bulk strings of the fields
 
@@ -123,9 +126,11 @@ def compile_read(groups_and_attrs: GroupAttributes, key: str) -> ColumnRead:
     under ``key`` (``topology.entity_key_of``). ``ValueError`` when a group is keyed on
     another entity key or lacks a name."""
     columns = _columns(groups_and_attrs, key)
-    fields = [column.field for column in columns] + [_IDS_FIELD]
+    positions = {field: at for at, field in enumerate(dict.fromkeys(column.field for column in columns))}
+    fields = [*positions, _IDS_FIELD]
     return ColumnRead(
-        key, tuple(columns), b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2), b"".join(map(resp.bulk, fields))
+        key, tuple(columns), tuple(positions[column.field] for column in columns),
+        b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2), b"".join(map(resp.bulk, fields)),
     )
 
 
@@ -136,7 +141,7 @@ async def read_columns(
     list per column of the read, each with one value per id in ``ids`` order.
 
     One Redis round trip: GET of the registry version followed by one HMGET per id of the
-    read's fields plus the entity's identifiers field, which tells a known entity from a
+    read's group fields plus the entity's identifiers field, which tells a known entity from a
     never-seen one. The version comes first, so values are at least as new as it: a caller
     holding definitions of that version answers consistently, and one holding older
     definitions knows to reload them and read again. A never-seen id reads None for every
@@ -153,33 +158,43 @@ async def read_columns(
     values: list[list[list[Any]]] = []
     at = 1
     for read, ids in batch:
-        values.append(_decode(read.columns, replies[at : at + len(ids)], now_ms))
+        values.append(_decode(read, replies[at : at + len(ids)], now_ms))
         at += len(ids)
     return int(replies[0] or 0), values
 
 
-def _decode(columns: Sequence[_Column], rows: list[list[Any]], now_ms: int) -> list[list[Any]]:
-    """Per column, the values of ``rows`` (the HMGET replies, one per id)."""
+def _decode(read: ColumnRead, rows: list[list[Any]], now_ms: int) -> list[list[Any]]:
+    """Per column of ``read``, the values of ``rows`` (the HMGET replies, one per id)."""
     if not rows:
-        return [[] for _ in columns]
-    loads = orjson.loads
+        return [[] for _ in read.columns]
     fields = list(zip(*rows, strict=True))  # per hash field, the stored value of each id
     known = fields[-1]  # the identifiers field: None for a never-seen entity
-    decoded: list[list[Any]] = []
-    for column, stored in zip(columns, fields[:-1], strict=True):
-        read = column.read
-        if None not in stored:  # every id has a state: the common case, column-wise
-            read_all = column.read_all
-            decoded.append(values.parse_all(stored)[1] if read_all is None else read_all(stored, now_ms))
-        elif read is None:
-            decoded.append([None if raw is None else loads(raw) for raw in stored])
+    groups: list[tuple[list[Any], bool]] = []  # per group field: its objects, and no tagged key
+    for stored in fields[:-1]:
+        if None not in stored:
+            text, objects = values.parse_all(stored)
         else:
-            unset = read(column.unset, now_ms)
+            text, parsed = values.parse_all([raw for raw in stored if raw is not None])
+            found = iter(parsed)
+            objects = [None if raw is None else next(found) for raw in stored]
+        groups.append((objects, not values.has_tagged_keys(text)))
+    decoded: list[list[Any]] = []
+    for column, at in zip(read.columns, read.column_at, strict=True):
+        objects, plain = groups[at]
+        name = column.name
+        states = [None if group is None else group.get(name) for group in objects]
+        read_one = column.read
+        if read_one is None:  # a batch field: its plain JSON value
+            decoded.append(states)
+        elif None not in states:  # every id has a state: the common case, column-wise
+            decoded.append(column.read_all(states, now_ms, plain))  # type: ignore[misc]
+        else:
+            unset = read_one(column.unset, now_ms)
             decoded.append([
-                read(loads(raw), now_ms) if raw is not None
+                read_one(state, now_ms) if state is not None
                 else unset if entity is not None
                 else None
-                for raw, entity in zip(stored, known, strict=True)
+                for state, entity in zip(states, known, strict=True)
             ])  # fmt: skip
     return decoded
 

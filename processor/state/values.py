@@ -1,11 +1,11 @@
 """Attribute values from stored aggregation states, as the Profiles Store reads them.
 
-``aggregations.read(spec, orjson.loads(stored), now_ms)``, specialised once per attribute: the
-kind's functions and the spec's fields are bound when the reader is built rather than looked up
-for every value, and :func:`column_reader` reads one attribute of all identifiers of a request
-at once (one JSON parse, window bounds computed once, the common cases inline). A read request
-does this ids x attributes times (200 for 10 ids x 20 attributes): it is most of the request's
-server time. The values are ``aggregations.read``'s for every state and time (a property test
+``aggregations.read(spec, state, now_ms)``, specialised once per attribute: the kind's
+functions and the spec's fields are bound when the reader is built rather than looked up for
+every value, and :func:`column_reader` reads one attribute of all identifiers of a request at
+once (window bounds computed once, the common cases inline; the stored texts are parsed once
+per request by :func:`parse_all`). A read request does this ids x attributes times (200 for 10
+ids x 20 attributes): it is most of the request's server time. The values are ``aggregations.read``'s for every state and time (a property test
 checks it); the general functions (``spec.ops``) serve what is rare: windows with more than one
 bucket in scope, and keys that are not plain strings. Pure: no I/O.
 """
@@ -23,8 +23,9 @@ from processor.domain.aggregations import AggSpec
 
 # The value of one state at a read time: ``(state, now_ms) -> value``.
 ValueReader = Callable[[Any, int], Any]
-# The values of one attribute at a read time from its stored JSON states (none missing).
-ColumnReader = Callable[[Sequence[bytes], int], list[Any]]
+# The values of one attribute at a read time from its states (none missing), parsed from
+# texts that hold no tagged key when the last argument is True (see ``has_tagged_keys``).
+ColumnReader = Callable[[list[Any], int, bool], list[Any]]
 # The value of a lifetime state, or of the single bucket entry of a window in scope.
 EntryValue = Callable[[Any, int], Any]
 _StatesReader = Callable[[list[Any], int], list[Any]]
@@ -50,21 +51,22 @@ def parse_all(stored: Sequence[bytes]) -> tuple[bytes, list[Any]]:
     return text, states
 
 
+def has_tagged_keys(text: bytes) -> bool:
+    """Whether JSON ``text`` may hold a tagged key (of a number, a boolean, ...): False is
+    certain, True means the general conversion is needed."""
+    return _ESCAPED_TAGS in text
+
+
 def column_reader(spec: AggSpec) -> ColumnReader:
-    """``lambda stored, now_ms: [aggregations.read(spec, orjson.loads(s), now_ms) for s in
-    stored]``. A unique list or category count whose text holds no tagged key (those of
-    numbers and booleans) skips the per-key conversions."""
+    """``lambda states, now_ms, plain: [aggregations.read(spec, s, now_ms) for s in states]``.
+    With ``plain`` (the states' text holds no tagged key, :func:`has_tagged_keys`), a unique
+    list or category count skips the per-key conversions."""
     general = _states_reader(spec, _one(spec))
     plain_one = _PLAIN.get(spec.kind)
     if plain_one is None:
-        return lambda stored, now: general(parse_all(stored)[1], now)
+        return lambda states, now, _plain: general(states, now)
     plain = _states_reader(spec, plain_one)
-
-    def read_column(stored: Sequence[bytes], now: int) -> list[Any]:
-        text, states = parse_all(stored)
-        return (general if _ESCAPED_TAGS in text else plain)(states, now)
-
-    return read_column
+    return lambda states, now, no_tags: (plain if no_tags else general)(states, now)
 
 
 def value_reader(spec: AggSpec, one: EntryValue | None = None) -> ValueReader:

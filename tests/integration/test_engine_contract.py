@@ -144,7 +144,7 @@ async def attribute_values(settings: Settings, refs: list[EntityRef], now_ms: in
     out = {}
     for ref, state in states.items():
         for attribute in group.attributes:
-            stored = state.attributes.get((group.name, group.version, attribute.name))
+            stored = state.attribute((group.name, group.version, attribute.name))
             spec = attribute.spec
             out[(ref.id, attribute.name)] = (
                 spec.default_value if stored is None else aggregations.read(spec, stored, now_ms)

@@ -20,7 +20,7 @@ def _state(user: str, offset: int, fields: int = 3) -> EntityState:
     state = EntityState(EntityRef("user_id", user))
     state.advance("events", 0, offset)
     for n in range(fields):
-        state.set_attribute(("g", 1, f"a{n}"), [offset, n, f"v\"{n}\n"])
+        state.set_attribute(("g", 1, f"a{n}"), [offset, n, f"v\"{n}\né"])  # values cut by byte length
     state.set_profile("plan", "pro", offset)
     state.set_member("seg", True)
     return state
@@ -50,7 +50,7 @@ def test_a_written_batch_loads_back_and_staged_commands_run_first(redis_url: str
         loaded = await store.load([s.ref for s in states])
         for state in states:
             got = loaded[state.ref]
-            assert got.attributes == state.attributes
+            assert got.attributes() == state.attributes()
             assert got.profile == state.profile
             assert got.members == {"seg": True}
             assert got.watermarks == state.watermarks
@@ -70,10 +70,15 @@ def test_a_write_behind_a_newer_watermark_is_refused_and_changes_nothing(redis_u
         assert await store.write([_state("a", 50), _state("b", 50)]) == []
         stale, fresh = _state("a", 50, fields=1), _state("b", 51, fields=1)
         stale.set_profile("plan", "free", 60)
+        fresh.set_profile("plan", "team", 61)
         assert await store.write([stale, fresh]) == [stale.ref]
         loaded = await store.load([stale.ref, fresh.ref])
         assert loaded[stale.ref].profile["plan"] == ["pro", 50]
+        assert loaded[stale.ref].attributes() == _state("a", 50).attributes()
+        # the refused entity's values were skipped in the payload, not taken by the next one
         assert loaded[fresh.ref].watermarks == {("events", 0): 51}
+        assert loaded[fresh.ref].profile["plan"] == ["team", 61]
+        assert loaded[fresh.ref].attributes() == fresh.attributes()  # its group, written whole
 
     _run(redis_url, scenario)
 

@@ -97,7 +97,7 @@ async def assert_attributes_match_reference(settings: Settings, values: list[byt
             spec = aggregations.AggSpec(kind=kind, period_ms=None, ttl_ms=None, time_unit=None)
             expected = aggregations.reference_value(
                 spec, [(e[prop], e["ts"]) for e in events[ref.id]], now)  # type: ignore[misc]
-            got = aggregations.read(spec, state.attributes[("mix", 1, name)], now)
+            got = aggregations.read(spec, state.attribute(("mix", 1, name)), now)
             assert got == expected, (ref.id, name, got, expected)
 
 
@@ -105,7 +105,7 @@ async def counters(settings: Settings) -> dict[str, int]:
     states = await entities(settings, [EntityRef("user_id", f"crash-{u}") for u in range(USERS)])
     out = {}
     for ref, state in states.items():
-        stored = state.attributes.get(("shopper_stats", 1, "cart_events"))
+        stored = state.attribute(("shopper_stats", 1, "cart_events"))
         out[ref.id] = 0 if stored is None else int(aggregations.read(COUNTER, stored, 0))
     return out
 

@@ -28,7 +28,7 @@ async def entities(settings: Settings, refs: list[EntityRef]) -> dict[EntityRef,
 
 async def counter(settings: Settings, ref: EntityRef, group: str, attribute: str) -> int | None:
     """A lifetime counter of version 1 of ``group``, or None before its first event."""
-    stored = (await entities(settings, [ref]))[ref].attributes.get((group, 1, attribute))
+    stored = (await entities(settings, [ref]))[ref].attribute((group, 1, attribute))
     return None if stored is None else int(aggregations.read(COUNTER, stored, 0))
 
 

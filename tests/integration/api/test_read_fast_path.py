@@ -63,8 +63,7 @@ def client(settings: Settings) -> Iterator[tuple[TestClient, str]]:
                           (f"{REGISTRY}/services/", service("draft", published=False))):  # fmt: skip
             assert test_client.post(path, json=doc).status_code == 201, doc
         state = {keys.IDENTIFIERS_FIELD: orjson.dumps({"domain_userid": "u1"}),
-                 keys.attribute_field("shop", 1, "views"): orjson.dumps([5, 3]),
-                 keys.attribute_field("shop", 1, "urls"): orjson.dumps([5, {"/a": 4, "\x1fi1": 5}, 5])}  # fmt: skip
+                 keys.group_field("shop", 1): orjson.dumps({"views": [5, 3], "urls": [5, {"/a": 4, "\x1fi1": 5}, 5]})}  # fmt: skip
         with_redis(settings, lambda r: r.hset(keys.entity_state("domain_userid", "u1"), mapping=state))  # type: ignore[arg-type]
         yield test_client, token
 

@@ -43,6 +43,12 @@ def expected(spec: AggSpec, raw: bytes, now: int) -> bytes:
     return orjson.dumps(aggregations.read(spec, orjson.loads(raw), now))
 
 
+def read_column(spec: AggSpec, raws: list[bytes], now: int) -> list[Any]:
+    """``values.column_reader`` on stored texts, as ``reads._decode`` calls it."""
+    text, states = values.parse_all(raws)
+    return values.column_reader(spec)(states, now, not values.has_tagged_keys(text))
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(PERIODS, (None, 0, "n/a", ["d"])), columns=st.lists(st.one_of(events(VALUES), events(PLAIN)), min_size=1, max_size=4),
        now_offset=st.integers(-20_000, 200_000))  # fmt: skip
@@ -54,7 +60,7 @@ def test_readers_match_aggregations_read(
     want = [expected(spec, raw, now) for raw in raws]
     read = values.value_reader(spec)
     assert [orjson.dumps(read(orjson.loads(raw), now)) for raw in raws] == want
-    assert [orjson.dumps(v) for v in values.column_reader(spec)(raws, now)] == want
+    assert [orjson.dumps(v) for v in read_column(spec, raws, now)] == want
 
 
 def test_plain_and_tagged_keys_in_one_column() -> None:
@@ -62,7 +68,7 @@ def test_plain_and_tagged_keys_in_one_column() -> None:
     for kind in ("unique_list", "category_count"):
         spec = AggSpec(kind)
         raws = [stored(spec, [("a", 1), ("b", 2)]), stored(spec, [(1, 1), ("1", 2), (True, 3)])]
-        assert [orjson.dumps(v) for v in values.column_reader(spec)(raws, 10)] == [
+        assert [orjson.dumps(v) for v in read_column(spec, raws, 10)] == [
             expected(spec, raw, 10) for raw in raws]  # fmt: skip
 
 
@@ -97,30 +103,37 @@ def group() -> AttributeGroup:
 @given(data=st.data())
 def test_decode_matches_read_per_cell(data: st.DataObject) -> None:
     """Rows as HMGET returns them: some entities never seen (all None), some known without
-    state for an attribute (its default), batch fields as plain JSON."""
+    state for an attribute (its default) or without the group's field at all, batch fields as
+    plain JSON in the group's object."""
     g = group()
     names = [a.name for a in g.attributes or ()] + ["f"]
     read = reads.compile_read([(g, names)], "domain_userid")
     specs_ = [column.spec for column in read.columns]
     now = 1_000_000 + data.draw(st.integers(0, 100_000))
     rows = []
+    cells = []  # per row, the stored text of each column (None: no state)
     for _ in range(data.draw(st.integers(1, 5))):
         known = data.draw(st.booleans())
-        row: list[Any] = []
-        for spec in specs_:
+        objects: dict[str, Any] = {}
+        row_cells: list[bytes | None] = []
+        for name, spec in zip(names, specs_, strict=True):
             present = known and data.draw(st.booleans())
-            if spec is None:
-                row.append(orjson.dumps(data.draw(st.sampled_from(["v", 1, None, [1]]))) if present else None)
-            else:
-                row.append(stored(spec, data.draw(events(VALUES))) if present else None)
-        row.append(b'{"domain_userid":"u"}' if known else None)
-        rows.append(row)
-    decoded = reads._decode(read.columns, rows, now)
-    for column, spec, got in zip(read.columns, specs_, decoded, strict=True):
-        i = read.columns.index(column)
+            raw = None
+            if present and spec is None:
+                raw = orjson.dumps(data.draw(st.sampled_from(["v", 1, None, [1]])))
+            elif present:
+                raw = stored(spec, data.draw(events(VALUES)))
+            if raw is not None:
+                objects[name] = orjson.loads(raw)
+            row_cells.append(raw)
+        field = orjson.dumps(objects) if objects or (known and data.draw(st.booleans())) else None
+        rows.append([field, b'{"domain_userid":"u"}' if known else None])
+        cells.append(row_cells)
+    decoded = reads._decode(read, rows, now)
+    for i, (spec, got) in enumerate(zip(specs_, decoded, strict=True)):
         want = []
-        for row in rows:
-            raw = row[i]
+        for row, row_cells in zip(rows, cells, strict=True):
+            raw = row_cells[i]
             if spec is None:
                 want.append(None if raw is None else orjson.loads(raw))
             elif raw is not None:
@@ -130,3 +143,11 @@ def test_decode_matches_read_per_cell(data: st.DataObject) -> None:
             else:
                 want.append(None)
         assert orjson.dumps(got) == orjson.dumps(want)
+
+
+def test_a_read_of_two_groups_takes_each_field_once() -> None:
+    g = group()
+    other = g.model_copy(update={"name": "h"})
+    read = reads.compile_read([(g, ["a0", "a2"]), (other, ["a0"]), (g, ["f"])], "domain_userid")
+    assert read.column_at == (0, 0, 1, 0)
+    assert read.tail.count(b"g:g:1") == 1 and read.tail.count(b"g:h:1") == 1

@@ -56,7 +56,7 @@ def apply(state: EntityState, topo: Topology, ev: Any) -> None:
 
 def read(state: EntityState, topo: Topology, name: str, now_ms: int = NOW) -> Any:
     slot, spec = topo.attribute_index("domain_userid")[name]
-    return aggregations.read(spec, state.attributes[slot], now_ms)
+    return aggregations.read(spec, state.attribute(slot), now_ms)
 
 
 def test_selected_attributes_and_criteria() -> None:
@@ -74,9 +74,9 @@ def test_a_failed_criteria_leaves_the_attribute_untouched_and_clean() -> None:
     topo = topology()
     state = EntityState(EntityRef("domain_userid", "u1"))
     apply(state, topo, event(NOW - 1000, name="search"))
-    assert ("g", 1, "labelled") not in state.attributes
-    assert ("g", 1, "labelled") not in state.dirty_attributes()
-    assert ("g", 1, "pages") in state.dirty_attributes()  # unusable value: stored empty, as before
+    assert ("g", 1, "labelled") not in state.attributes()
+    assert ("g", 1, "pages") in state.attributes()  # unusable value: stored empty, as before
+    assert state.dirty_group_keys() == {("g", 1)}
     assert read(state, topo, "pages") is None  # no default value
 
 
@@ -95,13 +95,13 @@ def test_payload_holds_every_changed_field_once_and_clears() -> None:
     for ts in (NOW - 2000, NOW - 1000):
         apply(state, topo, event(ts, page_url="https://x/1"))
         state.advance("events", 0, ts)
-    fields = orjson.loads(codec.dirty_payload(state))
-    assert set(fields) == {
-        keys.attribute_field("g", 1, "views"), keys.attribute_field("g", 1, "pages"),
-        keys.profile_field(engine.LAST_ACTIVE_FIELD), keys.IDENTIFIERS_FIELD,
+    sets, deletes = codec.changed_fields(state)
+    assert set(sets) == {
+        keys.group_field("g", 1), keys.profile_field(engine.LAST_ACTIVE_FIELD), keys.IDENTIFIERS_FIELD,
     }  # fmt: skip
-    assert orjson.loads(fields[keys.attribute_field("g", 1, "views")]) == [NOW - 1000, 2]
+    assert deletes == []
+    assert orjson.loads(sets[keys.group_field("g", 1)])["views"] == [NOW - 1000, 2]
     assert codec.watermark_args(state) == {keys.watermark_field("events", 0): NOW - 1000}
     state.clear_dirty()
-    assert orjson.loads(codec.dirty_payload(state)) == {}
+    assert codec.changed_fields(state) == ({}, [])
     assert codec.watermark_args(state) == {}

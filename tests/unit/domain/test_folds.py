@@ -77,15 +77,13 @@ def by_reference(state: EntityState, ev: Event, selection: Selection) -> None:
     def fold(attributes: Any) -> None:
         for a in attributes:
             value = a.value_of(ev) if a.spec.uses_value else None
-            current = state.attributes.get(a.slot)
-            state.attributes[a.slot] = aggregations.apply(a.spec, current, value, ev.timestamp_ms)
+            current = state.attribute(a.slot)
+            state.set_attribute(a.slot, aggregations.apply(a.spec, current, value, ev.timestamp_ms))
 
     fold(selection.plain)
-    state.mark_attributes(selection.slots)
     passed = [a for a in selection.conditional if matches_criteria(ev, a.criteria)]
     if passed:
         fold(passed)
-        state.mark_attributes(tuple(a.slot for a in passed))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -100,11 +98,11 @@ def test_generated_fold_equals_the_state_machine(events: list[Any], roundtrip: i
         assert [a.slot for a in passed] == [a.slot for a in selection.conditional
                                             if matches_criteria(ev, a.criteria)]
         if i == roundtrip:  # states loaded from Redis are plain JSON, not the objects built here
-            mine.attributes = {k: orjson.loads(orjson.dumps(v)) for k, v in mine.attributes.items()}
-    assert list(mine.attributes) == list(theirs.attributes)
-    for slot, state in theirs.attributes.items():
-        assert orjson.dumps(mine.attributes[slot]) == orjson.dumps(state), slot
-    assert mine.dirty_attributes() == theirs.dirty_attributes()
+            mine.groups = {k: orjson.loads(orjson.dumps(v)) for k, v in mine.groups.items()}
+    assert list(mine.attributes()) == list(theirs.attributes())
+    for slot, state in theirs.attributes().items():
+        assert orjson.dumps(mine.attribute(slot)) == orjson.dumps(state), slot
+    assert mine.dirty_group_keys() == theirs.dirty_group_keys()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,7 +117,7 @@ def test_generated_fold_reads_as_the_reference_model(events: list[Any]) -> None:
     for a in ATTRIBUTES:
         taken = [(a.value_of(ev) if a.spec.uses_value else None, ev.timestamp_ms)
                  for ev in applied if matches_criteria(ev, a.criteria)]
-        stored = state.attributes.get(a.slot)
+        stored = state.attribute(a.slot)
         got = a.spec.default_value if stored is None else aggregations.read(a.spec, stored, now)
         want = aggregations.reference_value(a.spec, taken, now)
         assert orjson.dumps(got) == orjson.dumps(want) or _close(got, want), (a.name, got, want)
@@ -136,4 +134,4 @@ def test_attribute_names_reach_the_source_only_through_repr() -> None:
     selection = Selection.of([hostile])
     state = EntityState(EntityRef("domain_userid", "u"))
     selection.fold(state, event("a", 1, 1000, False, False))
-    assert state.attributes[hostile.slot] == [1000, 1]  # ATTRIBUTES[0] is a lifetime counter
+    assert state.attribute(hostile.slot) == [1000, 1]  # ATTRIBUTES[0] is a lifetime counter
