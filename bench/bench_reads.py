@@ -90,17 +90,19 @@ def request_body(n: int) -> dict[str, Any]:
 
 
 async def seed(redis: Redis, group: AttributeGroup, now_ms: int) -> None:
-    """Write 20 attribute states for each of ENTITIES entities, as the worker would."""
+    """Write 20 attribute states (one group field) for each of ENTITIES entities, as the worker would."""
     async with redis.pipeline(transaction=False) as pipe:
         for e in range(ENTITIES):
-            fields: dict[str, bytes] = {keys.IDENTIFIERS_FIELD: orjson.dumps({"domain_userid": f"u{e}"})}
+            states: dict[str, Any] = {}
             for attribute in group.attributes or ():
                 spec = spec_for(attribute, group)
                 state = aggregations.new_state(spec)
                 for j in range(20):
                     value: Any = f"/page/{j % 7}" if attribute.aggregation != "sum" else j * 1.5
                     state = aggregations.apply(spec, state, value, now_ms - j * 60_000)
-                fields[keys.attribute_field(group.name, group.version, attribute.name)] = orjson.dumps(state)
+                states[attribute.name] = state
+            fields = {keys.IDENTIFIERS_FIELD: orjson.dumps({"domain_userid": f"u{e}"}),
+                      keys.group_field(group.name, group.version): orjson.dumps(states)}
             pipe.hset(keys.entity_state("domain_userid", f"u{e}"), mapping=fields)  # type: ignore[arg-type]
         await pipe.execute()
 
