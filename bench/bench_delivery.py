@@ -25,6 +25,18 @@ with the webhook receiver and the producer, which run in this process. Steps:
    read) - the event's ``ts`` (wall ms stamped by the producer just before ``send``), read back
    from the payload's ``data`` (the profile carries the event's fields).
 
+In the latency phases the producer is open-loop (it never waits for acks before the next
+send, so a slow broker shows up as latency instead of holding the offered load back) and sends
+in 2 ms steps; the receiver runs in a process of its own (``--receiver thread`` puts it on a
+thread of this process, as before: it then shares a GIL with the producer, whose 5 ms switch
+interval shows up in the measured tail).
+
+``--stages``: the workers also stamp, for each flip event (or transition), when each stage of
+the pipeline reached it (wall clock; every process runs on this machine), and the latency phases
+print, per stage, the time since the event's ``ts`` and the time of each hop: p50/p90/p99, and
+the mean hop times of the slowest 1% of events (where the p99 goes). The stamps cost the workers
+a few µs per record.
+
 The last line is ``delivery p99 produce->webhook: <ms> ms``.
 """
 
@@ -32,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -60,12 +73,26 @@ from processor.settings import Settings, load_settings  # noqa: E402
 from processor.state.registry import Registry  # noqa: E402
 from processor.streams import kafka  # noqa: E402
 from processor.streams.delivery import DeliveryWorker  # noqa: E402
+from processor.streams.routing import Ownership  # noqa: E402
 from processor.streams.worker import EventWorker  # noqa: E402
-from tests.support.receiver import WebhookReceiver  # noqa: E402
+from tests.support.receiver import ReceivedRequest, WebhookReceiver  # noqa: E402
 
 PRODUCE_CHUNK = 5000
 SEGMENT_ID, SEGMENT_SLUG = "seg_bench", "active_cart"
 KINESIS_SHARDS = 4
+STAGES_ENV = "BENCH_STAGES_FILE"  # set by --stages: where a child writes its stage stamps
+# Stages in pipeline order: (name, what it stamps). ``ts`` is the producer's stamp.
+STAGES = (
+    ("kafka_ts", "the event record's Kafka timestamp (producer append)"),
+    ("w_got", "worker: getmany returned it (start of apply_batch)"),
+    ("w_applied", "worker: batch decoded + applied, transitions produce starts"),
+    ("w_acked", "worker: transitions produce acked"),
+    ("w_written", "worker: state written and offsets committed"),
+    ("d_got", "delivery: getmany returned the transition"),
+    ("d_sent", "delivery: webhook send started"),
+    ("recv", "receiver: request read"),
+    ("d_done", "delivery: answer read, slot free"),
+)
 COUNTER_GROUP = {
     "name": "shopper_stats", "version": 1, "is_published": True, "owner": "bench@example.com",
     "attribute_key": {"name": "user_id"},
@@ -88,29 +115,223 @@ class MeasuredDelivery(DeliveryWorker):
         self.cpu_first: float | None = None  # process CPU seconds at first dispatch / done
         self.cpu_done: float | None = None
         self.offsets: dict[TopicPartition, int] = {}
+        self.stamps: dict[str, dict[str, float]] = {}  # --stages
+        self._staged = bool(os.environ.get(STAGES_ENV))
+        self._got = 0.0
 
     async def dispatch(self, batch: Any) -> None:
         if self.first_dispatch is None:
             self.first_dispatch, self.cpu_first = time.time(), time.process_time()
+        self._got = time.time()
         await super().dispatch(batch)
 
-    async def commit(self) -> None:
-        offsets = self.tracker.committable()
-        if offsets and self._consumer is not None:
-            await self._consumer.commit(offsets)
-            self.tracker.committed(offsets)
-            self.offsets.update(offsets)
+    def _make_lane(self, subscription: Any) -> Any:
+        lane = super()._make_lane(subscription)
+        if not self._staged:
+            return lane
+        submit, send, sent = lane.submit, lane._send, lane._sent
+
+        def staged_submit(item: Any) -> None:
+            profile = item.transition.profile
+            if "ts" in profile:
+                self.stamps[_stage_key(profile.get("user_id"), profile["ts"])] = {
+                    "d_got": self._got}
+            submit(item)
+
+        def staged_send(sink: Any, item: Any) -> None:
+            profile = item.transition.profile
+            row = self.stamps.get(_stage_key(profile.get("user_id"), profile.get("ts")))
+            if row is not None:
+                row["d_sent"] = time.time()
+            send(sink, item)
+
+        def staged_sent(sink: Any, item: Any, result: Any) -> None:
+            profile = item.transition.profile
+            row = self.stamps.get(_stage_key(profile.get("user_id"), profile.get("ts")))
+            if row is not None:
+                row["d_done"] = time.time()
+            sent(sink, item, result)
+
+        lane.submit, lane._send, lane._sent = (  # type: ignore[method-assign]
+            staged_submit, staged_send, staged_sent)
+        return lane
+
+    async def commit(self) -> dict[TopicPartition, int]:
+        offsets = await super().commit()
+        self.offsets.update(offsets)
         # Settled includes *parked* in Redis (a lane spills what its target cannot keep up
         # with), so the end is when every record was really delivered.
         if self.expect and self.done is None and self.delivered() >= self.expect:
             self.done, self.cpu_done = time.time(), time.process_time()
             self.stop_event.set()
+        return offsets
 
     def delivered(self) -> float:
         for lane in self.lanes.values():
             lane.flush_metrics()  # the counter is otherwise updated once per lane tick
         return sum(self.metrics.value("signalbox_delivery_delivered_total", sub_id)
                    for sub_id in self.lanes)
+
+
+class ReceiverProcess:
+    """A ``WebhookReceiver`` in a process of its own, with the part of its interface the
+    latency phases use (``url``, ``count``, ``clear``, ``wait_for``, ``requests``)."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+        import threading
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_end = ctx.Pipe()
+        self._proc = ctx.Process(target=_receiver_main, args=(child_end,), daemon=True)
+        self._lock = threading.Lock()
+        self.url = ""
+
+    def __enter__(self) -> ReceiverProcess:
+        self._proc.start()
+        self.url = self._conn.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ask("stop")
+        self._proc.join(timeout=10)
+
+    def _ask(self, *command: object) -> Any:
+        with self._lock:
+            self._conn.send(command)
+            return self._conn.recv()
+
+    @property
+    def count(self) -> int:
+        return int(self._ask("count"))
+
+    def clear(self) -> None:
+        self._ask("clear")
+
+    def wait_for(self, count: int, timeout: float) -> None:
+        if not self._ask("wait_for", count, timeout):
+            raise AssertionError(f"expected {count} requests within {timeout}s")
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        return [ReceivedRequest(index=n, method="POST", path="/", headers=headers, body=body,
+                                received_at=at)
+                for n, (headers, body, at) in enumerate(self._ask("requests"))]
+
+
+def _receiver_main(conn: Any) -> None:
+    with WebhookReceiver() as receiver:
+        conn.send(receiver.url)
+        while True:
+            command, *args = conn.recv()
+            if command == "stop":
+                conn.send(None)
+                return
+            if command == "count":
+                conn.send(receiver.count)
+            elif command == "clear":
+                receiver.clear()
+                conn.send(None)
+            elif command == "wait_for":
+                try:
+                    receiver.wait_for(*args)
+                    conn.send(True)
+                except AssertionError:
+                    conn.send(False)
+            elif command == "requests":
+                conn.send([({"webhook-id": r.header("webhook-id") or ""}, r.body, r.received_at)
+                           for r in receiver.requests])
+
+
+def latency_receiver(args: argparse.Namespace) -> Any:
+    return WebhookReceiver() if args.receiver == "thread" else ReceiverProcess()
+
+
+def _stage_key(user: object, ts: object) -> str:
+    return f"{user}|{ts}"
+
+
+class StagedWorker(EventWorker):
+    """``--stages``: stamps each flip event at the worker's stages (see ``STAGES``)."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        super().__init__(settings, redis)
+        self.stamps: dict[str, dict[str, float]] = {}
+        self._batch_keys: list[dict[str, float]] = []
+        self._by_batch: dict[int, list[dict[str, float]]] = {}
+
+    trace: list[Any] = []  # TEMP
+
+    async def _refresh_topology(self) -> None:  # TEMP
+        t = time.time()
+        await super()._refresh_topology()
+        self.trace.append(("refresh", t, time.time()))
+        self._pre_getmany = time.time()
+
+    async def run_due(self) -> None:  # TEMP
+        t = time.time()
+        await super().run_due()
+        self.trace.append(("due", t, time.time()))
+
+    async def settle(self) -> None:  # TEMP
+        t = time.time()
+        await super().settle()
+        self.trace.append(("settle", t, time.time()))
+
+    async def apply_batch(self, batch: Any) -> Any:
+        got = time.time()
+        self.trace.append(("getmany", self._pre_getmany, got, sum(len(r) for r in batch.values())))
+        rows = []
+        for records in batch.values():
+            for record in records:
+                doc = orjson.loads(record.value)
+                if "ts" not in doc:
+                    continue
+                row = self.stamps[_stage_key(doc.get("user_id"), doc["ts"])] = {
+                    "kafka_ts": record.timestamp / 1000, "w_got": got}
+                rows.append(row)
+        self._batch_keys = rows
+        self._by_batch[id(batch)] = rows
+        return await super().apply_batch(batch)
+
+    async def _produce(self, result: Any) -> None:
+        rows, self._batch_keys = self._batch_keys, []
+        started = time.time()
+        await super()._produce(result)
+        acked = time.time()
+        for row in rows:
+            row["w_applied"], row["w_acked"] = started, acked
+
+    def batch_written(self, batch: Any) -> None:
+        written = time.time()
+        for row in self._by_batch.pop(id(batch), ()):
+            row["w_written"] = written
+
+
+class GcPauses:
+    """``--stages``: the collector's pauses in a child, per generation (count, total, max ms)."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[str, list[float]] = {}
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        spent = (time.perf_counter() - self._started) * 1000
+        row = self.pauses.setdefault(f"gen{info['generation']}", [0, 0.0, 0.0])
+        row[0] += 1
+        row[1] += spent
+        row[2] = max(row[2], spent)
+
+
+def _dump_stamps(stamps: dict[str, dict[str, float]], pauses: GcPauses | None) -> None:
+    path = os.environ.get(STAGES_ENV)
+    if path:
+        Path(path).write_bytes(orjson.dumps({"stamps": stamps,
+                                             "gc": pauses.pauses if pauses else {}}))
 
 
 async def child(role: str, expect: int) -> None:
@@ -120,12 +341,20 @@ async def child(role: str, expect: int) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    pauses = GcPauses() if os.environ.get(STAGES_ENV) else None
     try:
         if role == "worker":
-            await EventWorker(settings, redis).run(stop)
+            if os.environ.get(STAGES_ENV):
+                staged = StagedWorker(settings, redis)
+                await staged.run(stop)
+                _dump_stamps(staged.stamps, pauses)
+                Path(os.environ[STAGES_ENV] + ".trace").write_bytes(orjson.dumps(staged.trace))  # TEMP
+            else:
+                await EventWorker(settings, redis).run(stop)
             return
         worker = MeasuredDelivery(settings, redis, expect, stop)
         await worker.run(stop)
+        _dump_stamps(worker.stamps, pauses)
         cpu = (worker.cpu_done - worker.cpu_first
                if worker.cpu_done is not None and worker.cpu_first is not None else None)
         result = {"first_dispatch": worker.first_dispatch, "done": worker.done, "cpu_s": cpu,
@@ -152,9 +381,66 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return settings.to_env(dict(os.environ))
 
 
-def spawn(role: str, settings: Settings, expect: int = 0) -> subprocess.Popen[bytes]:
+def spawn(role: str, settings: Settings, expect: int = 0,
+          stages: str | None = None) -> subprocess.Popen[bytes]:
+    env = settings_env(settings)
+    env.pop(STAGES_ENV, None)
+    if stages:
+        env[STAGES_ENV] = stages
     return subprocess.Popen([sys.executable, __file__, "--child", role, "--expect", str(expect)],
-                            env=settings_env(settings), cwd=ROOT, stdout=subprocess.PIPE)
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE)
+
+
+def stage_files(args: argparse.Namespace, *roles: str) -> dict[str, str | None]:
+    if not args.stages:
+        return dict.fromkeys(roles)
+    base = f"/tmp/bench-stages-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return {role: f"{base}-{role}.json" for role in roles}
+
+
+def stage_report(files: dict[str, str | None], requests: list[Any]) -> None:
+    """Join the children's stamps with the receiver's by (user_id, ts); print per stage the
+    time since ``ts``, per hop its duration, and the slowest 1%'s mean hops."""
+    rows: dict[str, dict[str, float]] = {}
+    pauses = []
+    for role, path in files.items():
+        if path is None or not Path(path).exists():
+            continue
+        dumped = orjson.loads(Path(path).read_bytes())
+        for key, stamps in dumped["stamps"].items():
+            rows.setdefault(key, {}).update(stamps)
+        pauses += [f"{role} {gen} {n}x, {total:.0f} ms, max {most:.1f} ms"
+                   for gen, (n, total, most) in sorted(dumped["gc"].items())]
+        Path(path).unlink()
+    print(f"  gc pauses (whole child run): {'; '.join(pauses) or 'none'}")
+    joined = []
+    for r in requests:
+        data = (r.json or {}).get("data") or {}
+        if "ts" not in data:
+            continue
+        row = rows.get(_stage_key(data.get("user_id"), data["ts"]))
+        if row is None:
+            continue
+        row = dict(row, ts=float(data["ts"]) / 1000, recv=r.received_at)
+        joined.append(row)
+    if os.environ.get("BENCH_STAGES_DUMP"):  # TEMP
+        Path(os.environ["BENCH_STAGES_DUMP"] + f"-{len(joined)}-{time.time():.0f}.json").write_bytes(orjson.dumps(joined))
+    names = ["ts"] + [n for n, _ in STAGES if all(n in row for row in joined)]
+    if len(joined) < 100 or len(names) < 2:
+        print(f"  stages: only {len(joined)} events could be joined")
+        return
+    print(f"  stages ({len(joined):,} events; ms; cumulative = since ts, hop = since the "
+          f"previous stage):")
+    ends = sorted(joined, key=lambda row: row["recv"] - row["ts"])
+    slow = ends[-max(1, len(ends) // 100):]
+    for prev, name in zip(names, names[1:], strict=False):
+        cum = [(row[name] - row["ts"]) * 1000 for row in joined]
+        hop = [(row[name] - row[prev]) * 1000 for row in joined]
+        slow_hop = sum((row[name] - row[prev]) * 1000 for row in slow) / len(slow)
+        print(f"    {name:>10}  cumulative p50 {percentile(cum, .5):6.1f} p90 "
+              f"{percentile(cum, .9):6.1f} p99 {percentile(cum, .99):6.1f} | hop p50 "
+              f"{percentile(hop, .5):6.1f} p90 {percentile(hop, .9):6.1f} p99 "
+              f"{percentile(hop, .99):6.1f} | slowest 1%: hop mean {slow_hop:6.1f}")
 
 
 async def finish(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
@@ -265,7 +551,12 @@ def cpu_line(res: dict[str, Any], transitions: int) -> str:
             f"(one free core: ~{1 / per:,.0f} transitions/s)")
 
 
-def proc_cpu(proc: subprocess.Popen[bytes]) -> float:
+def receiver_cpu(receiver: Any) -> float:
+    """CPU seconds of a ``ReceiverProcess`` (a thread receiver's are this process's)."""
+    return proc_cpu(receiver._proc) if isinstance(receiver, ReceiverProcess) else 0.0
+
+
+def proc_cpu(proc: Any) -> float:
     """CPU seconds (user + system) a child process has used so far."""
     fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -273,6 +564,41 @@ def proc_cpu(proc: subprocess.Popen[bytes]) -> float:
 
 def cpu_per(name: str, used_s: float, count: int) -> str:
     return f"{name} {used_s / count * 1e6:,.0f} us CPU per {'event' if name == 'worker' else 'transition'}"
+
+
+def machine_busy() -> tuple[float, float, float]:
+    """(wall s, CPU s the whole machine was busy, CPU s of Kafka and Redis) from /proc, for
+    ``busy_line``."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    services = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if name.endswith(("(java", "(redis-server")):
+            values = rest.split()
+            services += int(values[11]) + int(values[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return time.monotonic(), (sum(fields[:8]) - idle) / tick, services / tick
+
+
+def busy_line(start: tuple[float, float, float], ours: float) -> str:
+    """How busy the machine was over a phase, and how much of it was not the processes under
+    test (this one and its children, Kafka, Redis): a tail measured on a machine that
+    something else kept busy says little."""
+    wall, busy, services = machine_busy()
+    span = wall - start[0]
+    cores, mine, svc = (busy - start[1]) / span, ours / span, (services - start[2]) / span
+    return (f"  machine busy {cores:.2f} of {os.cpu_count()} cores over the phase: bench "
+            f"processes {mine:.2f}, Kafka + Redis {svc:.2f}, anything else "
+            f"{cores - mine - svc:.2f}")
+
+
+def self_cpu() -> float:
+    usage = os.times()
+    return usage.user + usage.system
 
 
 def load() -> str:
@@ -326,24 +652,29 @@ async def throughput(args: argparse.Namespace) -> None:
 
 
 async def paced(settings: Settings, rate: float, seconds: float,
-                record: Callable[[int], tuple[str, bytes, bytes]]) -> tuple[int, float]:
-    """Produce ``rate``/s records for ``seconds`` (``record(n)`` -> topic, key, value, built
-    just before its send); return (count, seconds taken)."""
+                record: Callable[[int], tuple[str, EntityRef, bytes]]) -> tuple[int, float]:
+    """Produce ``rate``/s records for ``seconds`` (``record(n)`` -> topic, entity, value,
+    built just before its send; keyed by the entity); return (count, seconds taken).
+    Open-loop: acks are awaited at the end, never before the next send (see the module doc).
+    The partition is the default partitioner's, memoised: the client's murmur2 in Python
+    (~17 µs a record) would be CPU taken from the processes measured."""
+    owners = Ownership(settings.partitions)
     producer = kafka.producer(settings)
     await producer.start()
     total = int(rate * seconds)
-    chunk = max(1, int(rate / 100))  # pace in 10 ms steps
+    chunk = max(1, int(rate / 500))  # pace in 2 ms steps
     started = time.perf_counter()
+    sends = []
     try:
         for i in range(0, total, chunk):
-            sends = []
             for n in range(i, min(total, i + chunk)):
-                topic, key, value = record(n)
-                sends.append(await producer.send(topic, value, key=key))
-            await asyncio.gather(*sends)
+                topic, ref, value = record(n)
+                sends.append(await producer.send(topic, value, key=str(ref).encode(),
+                                                 partition=owners.owner(ref)))
             ahead = started + (i + chunk) / rate - time.perf_counter()
             if ahead > 0:
                 await asyncio.sleep(ahead)
+        await asyncio.gather(*sends)
     finally:
         await producer.stop()
     return total, time.perf_counter() - started
@@ -352,11 +683,11 @@ async def paced(settings: Settings, rate: float, seconds: float,
 async def paced_flips(settings: Settings, rate: float, seconds: float, users: int) -> tuple[int, float]:
     """Flip events for ``users`` users, each stamped with its produce time (``ts``)."""
 
-    def flip(n: int) -> tuple[str, bytes, bytes]:
+    def flip(n: int) -> tuple[str, EntityRef, bytes]:
         user = f"lat-{n % users}"
         value = orjson.dumps({"user_id": user, "cart_items": 1 - (n // users) % 2,
                               "ts": int(time.time() * 1000)})
-        return settings.events_topic, f"user_id:{user}".encode(), value
+        return settings.events_topic, EntityRef("user_id", user), value
 
     return await paced(settings, rate, seconds, flip)
 
@@ -366,7 +697,7 @@ async def paced_transitions(settings: Settings, rate: float, seconds: float,
     """Transitions straight onto the transitions topic, each stamped with its produce time
     (profile ``ts``)."""
 
-    def hop(n: int) -> tuple[str, bytes, bytes]:
+    def hop(n: int) -> tuple[str, EntityRef, bytes]:
         ref = EntityRef("user_id", f"hop-{n % entities}")
         kind: Literal["enter", "exit"] = "enter" if (n // entities) % 2 == 0 else "exit"
         now = int(time.time() * 1000)
@@ -374,7 +705,7 @@ async def paced_transitions(settings: Settings, rate: float, seconds: float,
                        entity=ref, segment_id=SEGMENT_ID, segment_slug=SEGMENT_SLUG,
                        event=kind, at_ms=now, identifiers={"user_id": ref.id},
                        profile={"user_id": ref.id, "ts": now})
-        return settings.transitions_topic, str(ref).encode(), t.to_json()
+        return settings.transitions_topic, ref, t.to_json()
 
     return await paced(settings, rate, seconds, hop)
 
@@ -384,10 +715,11 @@ async def delivery_latency(args: argparse.Namespace) -> None:
     webhook receipt, so the figure is not bounded by the event worker."""
     settings = bench_settings(args.redis_db)
     await kafka.ensure_topics(settings)
-    with WebhookReceiver() as receiver:
+    with latency_receiver(args) as receiver:
         await reset_registry(settings, [{"id": "bench-hop", "channel": "webhook",
                                          "segment_ids": [SEGMENT_ID], "webhook_url": receiver.url}])
-        delivery = spawn("delivery", settings)
+        files = stage_files(args, "delivery")
+        delivery = spawn("delivery", settings, stages=files["delivery"])
         try:
             producer = kafka.producer(settings)  # warm-up: proves the worker is assigned
             await producer.start()
@@ -398,13 +730,15 @@ async def delivery_latency(args: argparse.Namespace) -> None:
             await producer.stop()
             await asyncio.to_thread(receiver.wait_for, 1, 120.0)
             receiver.clear()
-            cpu_start = proc_cpu(delivery)
+            cpu_start, busy_start = (proc_cpu(delivery), self_cpu(), receiver_cpu(receiver)), machine_busy()
             count, produce_s = await paced_transitions(settings, args.rate, args.seconds,
                                                        args.users)
             deadline = time.monotonic() + max(60.0, 2 * args.seconds)
             while receiver.count < count and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            cpu_line_ = cpu_per("delivery", proc_cpu(delivery) - cpu_start, count)
+            cpu_line_ = cpu_per("delivery", proc_cpu(delivery) - cpu_start[0], count)
+            busy = busy_line(busy_start, proc_cpu(delivery) + self_cpu() + receiver_cpu(receiver)
+                             - sum(cpu_start))
             requests = receiver.requests
         finally:
             await stop_child(delivery)
@@ -420,16 +754,21 @@ async def delivery_latency(args: argparse.Namespace) -> None:
           f"{percentile(lat, 0.9):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, max "
           f"{max(lat, default=float('nan')):.1f} ms")
     print(f"  process CPU from the first paced send until all were received: {cpu_line_}")
+    print(busy)
+    if args.stages:
+        stage_report(files, requests)
 
 
 async def latency(args: argparse.Namespace) -> float:
     settings = bench_settings(args.redis_db)
     await kafka.ensure_topics(settings)
-    with WebhookReceiver() as receiver:
+    with latency_receiver(args) as receiver:
         await reset_registry(settings, [{"id": "bench-latency", "channel": "webhook",
                                          "segment_ids": [SEGMENT_SLUG], "webhook_url": receiver.url}],
                              demo=True)
-        worker, delivery = spawn("worker", settings), spawn("delivery", settings)
+        files = stage_files(args, "worker", "delivery")
+        worker = spawn("worker", settings, stages=files["worker"])
+        delivery = spawn("delivery", settings, stages=files["delivery"])
         try:
             # warm-up: one flip end to end proves both processes are assigned and loaded
             producer = kafka.producer(settings)
@@ -441,6 +780,7 @@ async def latency(args: argparse.Namespace) -> float:
             await asyncio.to_thread(receiver.wait_for, 1, 120.0)
             receiver.clear()
             cpu_start = proc_cpu(worker), proc_cpu(delivery)
+            own_start, busy_start = self_cpu() + receiver_cpu(receiver), machine_busy()
             count, produce_s = await paced_flips(settings, args.rate, args.seconds, args.users)
             produced_at = time.time()
             deadline = time.monotonic() + max(60.0, 2 * args.seconds)
@@ -449,6 +789,8 @@ async def latency(args: argparse.Namespace) -> float:
             drained_s = time.time() - produced_at
             cpu_lines = (cpu_per("worker", proc_cpu(worker) - cpu_start[0], count) + "; "
                          + cpu_per("delivery", proc_cpu(delivery) - cpu_start[1], count))
+            busy = busy_line(busy_start, proc_cpu(worker) + proc_cpu(delivery) + self_cpu()
+                             + receiver_cpu(receiver) - sum(cpu_start) - own_start)
             requests = receiver.requests
         finally:
             await stop_child(delivery)
@@ -474,6 +816,9 @@ async def latency(args: argparse.Namespace) -> float:
     print(f"  p50 {p50:.1f} ms, p90 {percentile(lat, 0.9):.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(lat, default=float('nan')):.1f} ms")
     print(f"  process CPU from the first paced send until all were received: {cpu_lines}")
+    print(busy)
+    if args.stages:
+        stage_report(files, requests)
 
     return p99
 
@@ -502,6 +847,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
     parser.add_argument("--users", type=int, default=5_000, help="users flipped in the latency phase")
     parser.add_argument("--redis-db", type=int, default=14, help="flushed at start")
+    parser.add_argument("--receiver", choices=("process", "thread"), default="process",
+                        help="where the latency phases' webhook receiver runs")
+    parser.add_argument("--stages", action="store_true",
+                        help="stamp every event at each pipeline stage; print where the time goes")
     parser.add_argument("--child", choices=("worker", "delivery"), help=argparse.SUPPRESS)
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

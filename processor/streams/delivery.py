@@ -67,7 +67,8 @@ _WEBHOOK_LIVE_SLOTS = 64
 # with the next batch's encoding.
 _KINESIS_LIVE_SLOTS = 2
 # Offsets are committed at most this often (and whenever the consumer is idle): a crash
-# re-delivers what settled since the last commit, with the same delivery ids.
+# re-delivers what settled since the last commit, with the same delivery ids. The commit runs
+# beside the loop (one at a time): awaiting its round trip there held up every record behind it.
 _COMMIT_EVERY_S = 0.05
 
 
@@ -179,6 +180,8 @@ class DeliveryWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._client: Http1Client | None = None
         self._last_commit = 0.0
+        self._commit_lock = asyncio.Lock()
+        self._committing: asyncio.Task[dict[TopicPartition, int]] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         await kafka.ensure_topics(self.settings)
@@ -218,8 +221,10 @@ class DeliveryWorker:
                 self._spill_longest()
                 await asyncio.sleep(self.settings.batch_timeout_ms / 1000)
             if not batch or time.monotonic() - self._last_commit >= _COMMIT_EVERY_S:
-                await self.commit()
+                self._commit_soon()
             await self._observe()
+        if self._committing is not None:
+            await self._committing
         deadline = time.monotonic() + _DRAIN_S
         while self.tracker.outstanding and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -247,12 +252,25 @@ class DeliveryWorker:
             await self._producer.stop()
         self.metrics.close()
 
-    async def commit(self) -> None:
+    def _commit_soon(self) -> None:
+        """Start a commit beside the loop unless one is running (a failed one raises here)."""
+        running = self._committing
+        if running is not None:
+            if not running.done():
+                return
+            running.result()
         self._last_commit = time.monotonic()
-        offsets = self.tracker.committable()
-        if offsets and self._consumer is not None:
-            await self._consumer.commit(offsets)
-            self.tracker.committed(offsets)
+        self._committing = asyncio.create_task(self.commit())
+
+    async def commit(self) -> dict[TopicPartition, int]:
+        """Commit every partition up to its lowest unsettled offset; returns what moved."""
+        async with self._commit_lock:  # in order: never an older offset after a newer one
+            self._last_commit = time.monotonic()
+            offsets = self.tracker.committable()
+            if offsets and self._consumer is not None:
+                await self._consumer.commit(offsets)
+                self.tracker.committed(offsets)
+            return offsets
 
     async def dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Submit every record to its lanes; dead-letter unreadable ones (awaited)."""

@@ -11,6 +11,7 @@ time), so a test can assert on a request whose answer is a stall or an error.
 How it answers is the *behaviour*: a fixed status, or a function
 ``(index, request) -> status | (status, headers, delay_s) | Reply`` that can script 500s, 429s
 with ``Retry-After``, or stalls (``delay_s``). The function runs on the receiver's loop thread.
+A request's ``json`` is parsed when first read, not on the receiver's loop.
 A stalled answer holds only its own connection (later requests on it wait, as HTTP/1.1
 requires); stalls end when the receiver closes (the connection is closed unanswered), so a
 test never waits for a stalled handler at teardown.
@@ -23,6 +24,7 @@ test never waits for a stalled handler at teardown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import threading
@@ -46,9 +48,16 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
-    json: Any
     received_at: float  # time.time() when the body had been read
     raw_headers: tuple[tuple[str, str], ...] = ()
+
+    @functools.cached_property
+    def json(self) -> Any:
+        """The body parsed as JSON (None if empty or not JSON)."""
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -181,14 +190,10 @@ class WebhookReceiver:
     # called on the receiver's loop -------------------------------------------------------
     def _answer(self, method: str, path: str, raw_headers: list[tuple[str, str]],
                 headers: dict[str, str], body: bytes) -> Reply:
-        try:
-            parsed: Any = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
         with self._cond:
             request = ReceivedRequest(
                 index=len(self._records), method=method, path=path, headers=headers, body=body,
-                json=parsed, received_at=time.time(), raw_headers=tuple(raw_headers),
+                received_at=time.time(), raw_headers=tuple(raw_headers),
             )
             self._records.append(request)
             self._cond.notify_all()
