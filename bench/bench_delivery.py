@@ -87,7 +87,7 @@ STAGES = (
     ("w_got", "worker: getmany returned it (start of apply_batch)"),
     ("w_applied", "worker: batch decoded + applied, transitions produce starts"),
     ("w_acked", "worker: transitions produce acked"),
-    ("w_written", "worker: state written and offsets committed"),
+    ("w_written", "worker: state written (the commit follows beside the writes)"),
     ("d_got", "delivery: getmany returned the transition"),
     ("d_sent", "delivery: webhook send started"),
     ("recv", "receiver: request read"),
@@ -260,27 +260,35 @@ class StagedWorker(EventWorker):
         self._batch_keys: list[dict[str, float]] = []
         self._by_batch: dict[int, list[dict[str, float]]] = {}
 
-    trace: list[Any] = []  # TEMP
+    # Where the loop's wall time goes: (start, end) per call of each phase. The loop is
+    # getmany -> apply_batch (decode, apply, produce) -> _write_behind (waits only while
+    # WRITES_IN_FLIGHT batches are unwritten) -> run_due -> _refresh_topology.
+    phases: dict[str, list[tuple[float, float]]] = {}
+    _last_loop_end = 0.0
+    _batch_sizes: list[int] = []
 
-    async def _refresh_topology(self) -> None:  # TEMP
-        t = time.time()
-        await super()._refresh_topology()
-        self.trace.append(("refresh", t, time.time()))
-        self._pre_getmany = time.time()
+    async def _timed(self, phase: str, call: Any) -> Any:
+        started = time.time()
+        try:
+            return await call
+        finally:
+            self.phases.setdefault(phase, []).append((started, time.time()))
 
-    async def run_due(self) -> None:  # TEMP
-        t = time.time()
-        await super().run_due()
-        self.trace.append(("due", t, time.time()))
+    async def _refresh_topology(self) -> None:
+        await self._timed("refresh", super()._refresh_topology())
+        self._last_loop_end = time.time()
 
-    async def settle(self) -> None:  # TEMP
-        t = time.time()
-        await super().settle()
-        self.trace.append(("settle", t, time.time()))
+    async def run_due(self) -> None:
+        await self._timed("due", super().run_due())
+
+    async def _write_behind(self, *args: Any) -> None:
+        await self._timed("behind", super()._write_behind(*args))
 
     async def apply_batch(self, batch: Any) -> Any:
         got = time.time()
-        self.trace.append(("getmany", self._pre_getmany, got, sum(len(r) for r in batch.values())))
+        if self._last_loop_end:
+            self.phases.setdefault("getmany", []).append((self._last_loop_end, got))
+        self._batch_sizes.append(sum(len(r) for r in batch.values()))
         rows = []
         for records in batch.values():
             for record in records:
@@ -292,15 +300,35 @@ class StagedWorker(EventWorker):
                 rows.append(row)
         self._batch_keys = rows
         self._by_batch[id(batch)] = rows
-        return await super().apply_batch(batch)
+        return await self._timed("apply_batch", super().apply_batch(batch))
 
-    async def _produce(self, result: Any) -> None:
+    def loop_summary(self) -> dict[str, Any]:
+        """Per phase: calls, p50/p99 ms and share of the loop's wall time; batch sizes."""
+        spans = [s for calls in self.phases.values() for s in calls]
+        if not spans:
+            return {}
+        wall = max(end for _, end in spans) - min(start for start, _ in spans)
+        out: dict[str, Any] = {"batches": percentiles(self._batch_sizes)}
+        for phase, calls in self.phases.items():
+            took = [(end - start) * 1000 for start, end in calls]
+            out[phase] = [len(took), *percentiles(took), sum(took) / 10 / wall]
+        return out
+
+    async def _produce(self, result: Any) -> Any:
         rows, self._batch_keys = self._batch_keys, []
         started = time.time()
-        await super()._produce(result)
-        acked = time.time()
+        acks = await super()._produce(result)
         for row in rows:
-            row["w_applied"], row["w_acked"] = started, acked
+            row["w_applied"] = row["w_acked"] = started
+
+        def acked(_: Any) -> None:
+            now = time.time()
+            for row in rows:
+                row["w_acked"] = now
+
+        if acks:  # the write chain awaits them; stamp when the last one came back
+            asyncio.gather(*acks).add_done_callback(acked)
+        return acks
 
     def batch_written(self, batch: Any) -> None:
         written = time.time()
@@ -327,10 +355,11 @@ class GcPauses:
         row[2] = max(row[2], spent)
 
 
-def _dump_stamps(stamps: dict[str, dict[str, float]], pauses: GcPauses | None) -> None:
+def _dump_stamps(stamps: dict[str, dict[str, float]], pauses: GcPauses | None,
+                 loop: dict[str, Any] | None = None) -> None:
     path = os.environ.get(STAGES_ENV)
     if path:
-        Path(path).write_bytes(orjson.dumps({"stamps": stamps,
+        Path(path).write_bytes(orjson.dumps({"stamps": stamps, "loop": loop or {},
                                              "gc": pauses.pauses if pauses else {}}))
 
 
@@ -347,8 +376,7 @@ async def child(role: str, expect: int) -> None:
             if os.environ.get(STAGES_ENV):
                 staged = StagedWorker(settings, redis)
                 await staged.run(stop)
-                _dump_stamps(staged.stamps, pauses)
-                Path(os.environ[STAGES_ENV] + ".trace").write_bytes(orjson.dumps(staged.trace))  # TEMP
+                _dump_stamps(staged.stamps, pauses, staged.loop_summary())
             else:
                 await EventWorker(settings, redis).run(stop)
             return
@@ -411,6 +439,13 @@ def stage_report(files: dict[str, str | None], requests: list[Any]) -> None:
             rows.setdefault(key, {}).update(stamps)
         pauses += [f"{role} {gen} {n}x, {total:.0f} ms, max {most:.1f} ms"
                    for gen, (n, total, most) in sorted(dumped["gc"].items())]
+        loop = dumped.get("loop") or {}
+        if loop:
+            sizes = loop.pop("batches")
+            print(f"  {role} loop (records per batch p50 {sizes[0]:.0f}, p99 {sizes[1]:.0f}); "
+                  "per phase: calls, p50/p99 ms, share of wall time:")
+            print("    " + "; ".join(f"{phase} {n}x {p50:.1f}/{p99:.1f} ms {share:.0f}%"
+                                    for phase, (n, p50, p99, share) in loop.items()))
         Path(path).unlink()
     print(f"  gc pauses (whole child run): {'; '.join(pauses) or 'none'}")
     joined = []
@@ -423,8 +458,6 @@ def stage_report(files: dict[str, str | None], requests: list[Any]) -> None:
             continue
         row = dict(row, ts=float(data["ts"]) / 1000, recv=r.received_at)
         joined.append(row)
-    if os.environ.get("BENCH_STAGES_DUMP"):  # TEMP
-        Path(os.environ["BENCH_STAGES_DUMP"] + f"-{len(joined)}-{time.time():.0f}.json").write_bytes(orjson.dumps(joined))
     names = ["ts"] + [n for n, _ in STAGES if all(n in row for row in joined)]
     if len(joined) < 100 or len(names) < 2:
         print(f"  stages: only {len(joined)} events could be joined")
@@ -534,6 +567,10 @@ def count_stream(settings: Settings, name: str) -> int:
                 break
             iterator = got.get("NextShardIterator")
     return total
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    return percentile(values, 0.5), percentile(values, 0.99)
 
 
 def percentile(values: list[float], q: float) -> float:

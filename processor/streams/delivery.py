@@ -60,9 +60,10 @@ _DRAIN_S = 5.0  # on stop, how long lanes may take to settle what they hold
 _BACKFILL_RETRY_MS = 5_000
 _WEBHOOK_RETRY_SINKS = 16
 # Live webhook requests in flight per subscription (one connection each, kept alive). One POST
-# per transition: at ~5 ms per request on loopback, 64 slots allow ~10k requests/s; a real
-# endpoint 50 ms away gets ~1.3k/s per subscription per worker.
-_WEBHOOK_LIVE_SLOTS = 64
+# per transition, so this bounds a subscription's rate at slots / round trip: 256 allow ~5k/s
+# to an endpoint 50 ms away. On loopback at 5k/s, 64 were all busy for 30% of the records
+# (a receiver's loop pausing a few ms holds every slot), which queued them: p99 120 -> 97 ms.
+_WEBHOOK_LIVE_SLOTS = 256
 # Kinesis: two PutRecords calls in flight (each in its own thread) overlap one's round trip
 # with the next batch's encoding.
 _KINESIS_LIVE_SLOTS = 2

@@ -12,19 +12,24 @@ Per batch, in this order (a crash between any two steps re-does the batch, never
   2. load the entities not yet cached (one Redis round trip);
   3. apply each event to each of its local entities, skipping source offsets at or below the
      entity's watermark (replays after a crash, a rebalance or a duplicated forward);
-  4. produce dead letters, forwards and transitions, and await every ack (transition ids are
-     deterministic, so a re-done batch re-produces the same ids);
-  5. encode the batch's writes (this takes the entities' dirty marks), then send them in one
-     round trip: the member index and the due-time schedule (idempotent) first, then each
-     touched entity's changed fields and watermarks, atomically per entity;
+  4. produce dead letters, forwards and transitions (transition ids are deterministic, so a
+     re-done batch re-produces the same ids), and encode the batch's writes (this takes the
+     entities' dirty marks);
+  5. await every ack of step 4, then send the writes in one round trip: the member index and
+     the due-time schedule (idempotent) first, then each touched entity's changed fields and
+     watermarks, atomically per entity;
   6. commit the consumer offsets.
-Steps 5 and 6 run in a task of their own, chained behind the previous batch's (writes land and
-offsets are committed in batch order; a failed write stops the chain and the worker, so nothing
-after it is written or committed), while the loop goes on with the next batches: waiting for a
-write or a commit in the loop would hold every event behind it (at 5k events/s that wait was
-most of the produce->transition latency). At most ``WRITES_IN_FLIGHT`` batches are written
-ahead of the loop. An entity that a write in flight touches is never reloaded from Redis
-before that write lands.
+Step 5 runs in a task of its own, chained behind the previous batch's (acks are awaited and
+writes land in batch order; a failed produce or write stops the chain and the worker, so
+nothing after it is written or committed), while the loop goes on with the next batches:
+waiting for acks or a write in the loop would hold every event behind it (at 5k events/s those
+waits were most of the produce->transition latency). Step 6 is the committer's: one commit at
+a time, beside the writes, of the offsets of every batch written so far (committing in the
+chain made each batch's write wait for the previous batch's commit round trip). At most
+``WRITES_IN_FLIGHT`` batches are written ahead of the loop. An entity that a write in flight
+touches is never reloaded from Redis before that write lands. A batch applied while an earlier
+one's records are unacked may produce records of its own; after a crash both are re-done, so
+a record is at worst produced twice, with the same id, never lost.
 Between batches the scheduler re-evaluates the entities whose due time has come (``due``).
 """
 
@@ -87,9 +92,10 @@ REEVAL_PAGE = 200  # entities per partition per scheduler tick: bounds the backg
 # synchronous, and the previous batch's write only moves (socket writes, replies) while the loop
 # runs: without these yields it would start only when the next batch waits for it.
 YIELD_EVERY = 200
-# Batches whose write + commit may run behind the loop (see the module doc). Two keeps Redis
-# busy while the loop applies; more only queues writes behind each other.
-WRITES_IN_FLIGHT = 2
+# Batches whose acks + write may run behind the loop (see the module doc). At 5k events/s a
+# batch's acks and write take longer than applying the next one (~5 ms + a Redis round trip):
+# with two, the loop spent ~40% of its time waiting for the oldest; four absorb that.
+WRITES_IN_FLIGHT = 4
 T = TypeVar("T")
 
 Record = ConsumerRecord[bytes, bytes]
@@ -118,6 +124,8 @@ class PendingWrite:
     """A batch's Redis writes, encoded when the batch was applied (see the module doc)."""
 
     entities: EntityWrite
+    # acks of the records the batch produced: awaited before the write (see the module doc)
+    acks: list[asyncio.Future[object]] = field(default_factory=list)
     links: list[tuple[tuple[str, str], EntityRef]] = field(default_factory=list)
     members: list[tuple[str, EntityRef, bool]] = field(default_factory=list)
     new: list[tuple[int, EntityRef]] = field(default_factory=list)  # first write: join the index
@@ -134,7 +142,7 @@ class PendingWrite:
 
 @dataclass
 class InFlight:
-    """A batch's write and commit, running while the next batches are applied."""
+    """A batch's acks and write, running while the next batches are applied."""
 
     task: asyncio.Task[None]
     refs: set[EntityRef]
@@ -148,7 +156,7 @@ class _DropCacheOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         # Finish and commit what was applied, then forget the cached entities: another worker
         # may own them next and our copies would go stale.
         await self._worker.settle()
-        self._worker.cache.clear()
+        self._worker.forget()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
@@ -176,6 +184,10 @@ class EventWorker:
             ("decode", "load", "apply", "produce", "encode", "persist"), 0.0
         )
         self._in_flight: deque[InFlight] = deque()  # oldest first
+        # offsets whose batches are written, and those committed (see ``_commit_soon``)
+        self._durable: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
         self._settling = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -268,15 +280,22 @@ class EventWorker:
                 await asyncio.sleep(0)  # let the previous batch's write move (see YIELD_EVERY)
             self._apply(item, result, now)
         t3 = clock()
-        await self._produce(result)
+        acks = await self._produce(result)
         t4 = clock()
         write = self._encode(list(result.touched.values()), result.transitions, now, result.links)
+        write.acks = acks
         t5 = clock()
         for phase, spent in (("decode", t1 - t0), ("load", t2 - t1), ("apply", t3 - t2),
                              ("produce", t4 - t3), ("encode", t5 - t4)):
             self.seconds[phase] += spent
         self._count(result)
         return write, {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+
+    def forget(self) -> None:
+        """Drop what is cached of the entities and offsets (partitions were revoked)."""
+        self.cache.clear()
+        self._durable.clear()
+        self._committed.clear()
 
     async def _write_behind(self, batch: dict[TopicPartition, list[Record]], write: PendingWrite,
                             offsets: dict[TopicPartition, int]) -> None:
@@ -296,23 +315,60 @@ class EventWorker:
     async def _write_and_commit(self, previous: asyncio.Task[None] | None, write: PendingWrite,
                                 offsets: dict[TopicPartition, int],
                                 batch: dict[TopicPartition, list[Record]]) -> None:
-        """Step 5 then 6 for one batch, once the previous batch's are done (a failure there
-        fails this one too, unwritten and uncommitted)."""
+        """Step 5 for one batch once the previous batch's is done (a failure there fails this
+        one too, unwritten and uncommitted), then step 6 handed to the committer: the next
+        batch's write does not wait for this commit's round trip."""
         if previous is not None:
             await previous
+        if write.acks:
+            await asyncio.gather(*write.acks)
         await self._write(write)
-        assert self._consumer is not None
-        await self._consumer.commit(offsets)
+        self._durable.update(offsets)
         self.batch_written(batch)
+        self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        """Commit the offsets of every batch written so far, beside the writes: one commit at
+        a time, each taking all that became durable meanwhile (a crash replays what was not
+        committed; the watermarks skip it). A failed commit raises at the next call."""
+        running = self._committing
+        if running is not None:
+            if not running.done():
+                return  # it goes round again for what landed meanwhile
+            self._committing = None
+            running.result()
+        if any(self._committed.get(tp) != offset for tp, offset in self._durable.items()):
+            self._committing = asyncio.create_task(self._commit_durable())
+
+    async def _commit_durable(self) -> None:
+        assert self._consumer is not None
+        while True:
+            offsets = {tp: offset for tp, offset in self._durable.items()
+                       if self._committed.get(tp) != offset}
+            if not offsets:
+                return
+            await self._consumer.commit(offsets)
+            self._committed.update(offsets)
+
+    async def _landed(self) -> None:
+        """Wait until every batch applied so far is written (not necessarily committed)."""
+        started = time.perf_counter()
+        while self._in_flight:
+            await asyncio.wait([self._in_flight[0].task])
+            self._reap()
+        self.seconds["persist"] += time.perf_counter() - started
 
     async def settle(self) -> None:
         """Wait until every batch applied so far is written and its offsets committed."""
         async with self._settling:
-            started = time.perf_counter()
-            while self._in_flight:
-                await asyncio.wait([self._in_flight[0].task])
-                self._reap()
-            self.seconds["persist"] += time.perf_counter() - started
+            await self._landed()
+            while self._committing is not None:
+                running = self._committing
+                await asyncio.wait([running])
+                if self._committing is running:
+                    self._committing = None
+                running.result()
+                self._commit_soon()  # what landed during that commit, if anything
 
     def _reap(self) -> None:
         """Forget the finished writes at the head; a failed one raises here (the worker stops,
@@ -416,10 +472,10 @@ class EventWorker:
         if not missing:
             return
         if len(self.cache) + len(missing) > CACHE_MAX_ENTITIES:
-            await self.settle()
+            await self._landed()
             self.cache.clear()  # simple bound: all cached state is also in Redis
         elif any(not flight.refs.isdisjoint(missing) for flight in self._in_flight):
-            await self.settle()  # dropped while being written: reload what that write leaves
+            await self._landed()  # dropped while being written: reload what that write leaves
         self.cache.update(await _retry_redis(lambda: self.store.load(missing)))
 
     def _apply(self, item: WorkItem, result: BatchResult, now: int) -> None:
@@ -444,7 +500,9 @@ class EventWorker:
             result.touched[ref] = state
         result.events += 1
 
-    async def _produce(self, result: BatchResult) -> None:
+    async def _produce(self, result: BatchResult) -> list[asyncio.Future[object]]:
+        """Queue the batch's dead letters, forwards and transitions; returns their acks (the
+        caller awaits them before the batch's write)."""
         assert self._producer is not None
         send = self._producer.send
         futures = []
@@ -464,8 +522,7 @@ class EventWorker:
         owner = self._transition_owner.owner
         futures += await kafka.send_batched(self._producer, self.settings.transitions_topic, (
             (owner(t.entity), str(t.entity).encode(), t.to_json(), []) for t in result.transitions))
-        if futures:
-            await asyncio.gather(*futures)
+        return futures
 
     def _encode(self, states: list[EntityState], transitions: list[Transition], now: int,
                 links: list[tuple[tuple[str, str], EntityRef]] | None = None) -> PendingWrite:
@@ -497,7 +554,7 @@ class EventWorker:
         owned = self._owned()
         if not await _retry_redis(lambda: self._due_work(owned, self.clock())):
             return  # the usual tick: no wait for the writes in flight
-        await self.settle()  # the due entities' state must be the written one
+        await self._landed()  # the due entities' state must be the written one
         now = self.clock()
         for partition in owned:
             rows = await _retry_redis(lambda p=partition: schedule.due(self.redis, p, now, DUE_BATCH))
@@ -545,7 +602,9 @@ class EventWorker:
                 state, self.topology, cause=cause, now_ms=now, at_ms=at_ms
             )
             states.append(state)
-        await self._produce(BatchResult(transitions=transitions))
+        acks = await self._produce(BatchResult(transitions=transitions))
+        if acks:
+            await asyncio.gather(*acks)
         await self._write(self._encode(states, transitions, now))
         self.stats["transitions"] += len(transitions)
 
