@@ -258,7 +258,8 @@ async def run_baseline(settings: Settings, total: int) -> dict[str, Any]:
         sys.executable, str(ROOT / "bench" / "baseline.py"),
         "--bootstrap", settings.kafka_bootstrap_servers, "--topic", settings.events_topic,
         "--group", settings.worker_group + "-baseline", "--redis-url", settings.redis_url,
-        "--events", str(total), cwd=ROOT, stdout=subprocess.PIPE)
+        "--events", str(total), "--batch-max", str(settings.batch_max_records),  # same batches
+        cwd=ROOT, stdout=subprocess.PIPE)
     out, _ = await proc.communicate()
     if proc.returncode:
         raise RuntimeError(f"baseline failed with exit code {proc.returncode}")
