@@ -3,12 +3,14 @@
 Decodes the engine benchmark's workload (Snowplow enriched JSON, or ``--tsv``), applies every
 event to an in-process cache of entity states with the same topology (5 groups / 24
 attributes, ``--segments`` segments) ``--batch`` events at a time, and after each batch
-encodes the entities it touched as the worker does (``EntityStore.encode``). Prints
+encodes the entities it touched as the worker does (``EntityStore.encode``), with the
+worker's young-generation GC threshold (``--gc-young``; 700 is CPython's default). Prints
 microseconds per event for each step, the CPU the worker spends beside Redis and Kafka, and
 the encode per entity write. Usage:
 
     python bench/bench_compute.py [--events 50000] [--entities 5000] [--segments 0] [--tsv]
                                   [--batch 2000] [--profile] [--runs 3] [--callgrind STEP]
+                                  [--gc-young N]
 
 Wall-clock times are noisy on a busy machine (the load average is printed); instruction counts
 are not. To count one step's instructions (``Ir``):
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import itertools
 import os
 import pstats
@@ -43,6 +46,7 @@ from processor.domain.segments import SegmentDefinition, segment_id_for  # noqa:
 from processor.domain.topology import Topology, compile_topology  # noqa: E402
 from processor.domain.transitions import EntityRef  # noqa: E402
 from processor.state.entities import EntityStore  # noqa: E402
+from processor.streams.worker import GC_YOUNG_THRESHOLD  # noqa: E402
 
 
 def topology(segments: int) -> Topology:
@@ -122,7 +126,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="best of this many runs")
     parser.add_argument("--callgrind", metavar="STEP", choices=("decode", "apply", "encode"),
                         help="run STEP so that callgrind can count it alone (see under_callgrind)")
+    parser.add_argument("--gc-young", type=int, default=GC_YOUNG_THRESHOLD,
+                        help="young-generation GC threshold (the worker's by default)")
     args = parser.parse_args()
+    gc.set_threshold(args.gc_young, *gc.get_threshold()[1:])
     now = int(time.time() * 1000)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     values, _ = workload.events(args.events, args.entities, now_ms=now)
@@ -142,7 +149,8 @@ def main() -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     total = sum(best.values())
     print(f"{args.events:,} events over {args.entities:,} entities, {args.segments} segments, "
-          f"{'TSV' if args.tsv else 'JSON'}; best of runs, microseconds per event:")
+          f"{'TSV' if args.tsv else 'JSON'}, GC young threshold {args.gc_young:,}; "
+          "best of runs, microseconds per event:")
     print("  " + "  ".join(f"{step} {us:.1f}" for step, us in best.items())
           + f"  total {total:.1f} (= {1e6 / total:,.0f} events/s of pure compute)")
     print(f"  {writes / args.events:.2f} entity writes per event (batches of {args.batch:,}): "
