@@ -13,7 +13,7 @@ selection order, the function:
 - runs the common case inline: a lifetime state that exists and has not expired (TTL), or a
   windowed state whose newest bucket is the event's; the kind's fold is written out (counter,
   sum, min, max, mean, first, last, time_since_*) or calls the key-level helper
-  (``aggregations.sight``, ``aggregations.tally``, ``hll.add``);
+  (``aggregations.sight``, ``aggregations.tally``, ``hll.add_hash``);
 - hands every other case (no state yet, a TTL reset, a new or older bucket) to ``spec.step``,
   the state machine itself, which is what the inline code abbreviates.
 
@@ -69,6 +69,11 @@ else:
     seen[{k}] = ts
     if len(seen) > MAX_TRACKED:
         del seen[next(iter(seen))]"""
+# ``hll.add`` with its common case inline: an exact sketch that already holds the hash.
+_SKETCH = """sketch = e[1]
+hx = hash_hex({k})
+if sketch[0] or hx not in sketch[1]:
+    hll_add_hash(sketch, hx)"""
 
 # kind -> (the test that the value is usable, None: every event counts; the fold of one usable
 # event into entry ``e``; a new entry for bucket ``{b}``). They mirror ``aggregations._KINDS``.
@@ -88,13 +93,14 @@ _INLINE: dict[str, tuple[str | None, str, str]] = {
     "most_frequent": (_KEYED, _TALLY, "[{b}, {{}}]"),
     "least_frequent": (_KEYED, _TALLY, "[{b}, {{}}]"),
     "category_count": (_KEYED, _TALLY, "[{b}, {{}}]"),
-    "approx_count_distinct": (_KEYED, "hll_add(e[1], {k})", "[{b}, hll_new()]"),
+    "approx_count_distinct": (_KEYED, _SKETCH, "[{b}, hll_new()]"),
 }  # fmt: skip
 assert set(_INLINE) == set(aggregations.KINDS)
 
 _GLOBALS: dict[str, Any] = {
     "SKIP": SKIP, "MAX_TRACKED": aggregations.MAX_TRACKED, "value_key": value_key,
-    "sight": aggregations.sight, "tally": aggregations.tally, "hll_add": hll.add,
+    "sight": aggregations.sight, "tally": aggregations.tally, "hash_hex": hll.hash_hex,
+    "hll_add_hash": hll.add_hash,
     "hll_new": hll.new_sketch, "matches_criteria": matches_criteria, "bisect_right": bisect_right,
     "bucket_of": itemgetter(0),
 }  # fmt: skip

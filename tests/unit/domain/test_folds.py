@@ -135,3 +135,21 @@ def test_attribute_names_reach_the_source_only_through_repr() -> None:
     state = EntityState(EntityRef("domain_userid", "u"))
     selection.fold(state, event("a", 1, 1000, False, False))
     assert state.attribute(hostile.slot) == [1000, 1]  # ATTRIBUTES[0] is a lifetime counter
+
+
+def test_generated_fold_equals_the_state_machine_through_every_sketch_mode() -> None:
+    """Enough distinct values to take approx_count_distinct from exact through sparse to dense
+    (the inline code handles only the exact mode itself), values repeated on the way."""
+    sketches = [a for a in ATTRIBUTES if a.spec.kind == "approx_count_distinct"]
+    selection = Selection.of(sketches)
+    mine, theirs = EntityState(EntityRef("domain_userid", "u")), EntityState(EntityRef("domain_userid", "u"))
+    for i in range(3000):
+        value = f"v{i // 2}" if i % 3 else f"v{i % 50}"
+        ev = event(value, i, 1000 + i * 7, i % 2 == 0, True)
+        selection.fold(mine, ev)
+        by_reference(theirs, ev, selection)
+    modes = {mine.attribute(a.slot)[-1][1][0] if a.spec.period_ms else mine.attribute(a.slot)[1][0]
+             for a in sketches}
+    assert 2 in modes  # dense reached
+    for slot, state in theirs.attributes().items():
+        assert orjson.dumps(mine.attribute(slot)) == orjson.dumps(state), slot
