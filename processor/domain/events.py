@@ -33,12 +33,12 @@ import contextlib
 import hashlib
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import compress
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -120,6 +120,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", re.ASCII)
 _SECOND_MS = {f"{s:02d}": s * 1000 for s in range(60)}
 _MILLISECOND = {f"{ms:03d}": ms for ms in range(1000)}
+# The keys of a JSON event, in order -> those that are not plain atomic columns (see
+# ``_from_snowplow_object``). Emptied whole when full.
+SHAPES_MAX = 1024
+_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 class EventDecodeError(ValueError):
@@ -130,9 +134,15 @@ class EventDecodeError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One decoded event. Immutable by contract: callers must not mutate the mappings inside."""
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+
+
+class Event(NamedTuple):
+    """One decoded event. Immutable by contract: callers must not mutate the mappings inside.
+
+    A named tuple rather than a frozen dataclass: the worker builds one per record, and a
+    frozen dataclass sets each of its ten fields through ``object.__setattr__`` (four times
+    the time of building the tuple)."""
 
     event_id: str
     timestamp_ms: int
@@ -143,7 +153,7 @@ class Event:
     unstruct: Mapping[str, Any] | None = None
     contexts: tuple[Mapping[str, Any], ...] = ()
     stream: str | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = _NO_FIELDS  # a generic event's top-level fields
 
 
 def parse_iglu(uri: str) -> tuple[str, str, str, int, int, int] | None:
@@ -169,16 +179,24 @@ def parse_timestamp_ms(value: str) -> int:
     cache, seconds and milliseconds from tables): the same result as ``fromisoformat``, several
     times faster. Anything else goes through ``fromisoformat``.
     """
+    ms = _usual_ms(value)
+    if ms is not None:
+        return ms
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return _epoch_ms(dt)
+
+
+def _usual_ms(value: str) -> int | None:
+    """Epoch ms of a ``YYYY-MM-DDThh:mm:ss.fffZ`` timestamp, None when it is not one."""
     if len(value) == 24 and value[16] == ":" and value[19] == "." and value[23] == "Z":
         minute = _minute_ms(value[:16])
         second = _SECOND_MS.get(value[17:19])
         millisecond = _MILLISECOND.get(value[20:23])
         if minute is not None and second is not None and millisecond is not None:
             return minute + second + millisecond
-    dt = datetime.fromisoformat(value)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return _epoch_ms(dt)
+    return None
 
 
 def _epoch_ms(dt: datetime) -> int:
@@ -243,6 +261,11 @@ def _check_time(ts_ms: int, now_ms: int | None, column: str) -> int:
 
 def _event_time(atomic: Mapping[str, Any], now_ms: int | None) -> int:
     """derived_tstamp (what Signals orders by), falling back to collector_tstamp."""
+    value = atomic.get("derived_tstamp")
+    if value.__class__ is str:  # the usual case first, without the general rules' calls
+        ts_ms = _usual_ms(value)
+        if ts_ms is not None and (now_ms is None or ts_ms <= now_ms + FUTURE_TOLERANCE_MS):
+            return ts_ms
     for column in ("derived_tstamp", "collector_tstamp"):
         value = atomic.get(column)
         if value is None or value == "":
@@ -340,7 +363,11 @@ def _snowplow_event(
     event_id = atomic.get("event_id") or atomic.get("eid")
     if not isinstance(event_id, str) or not event_id:
         raise EventDecodeError("event has no event_id")
-    name, vendor, version = _naming(atomic, unstruct)
+    name = atomic.get("event_name")
+    if name:  # what enrich fills in: ``_naming``'s first case, without the call
+        vendor, version = atomic.get("event_vendor") or None, atomic.get("event_version") or None
+    else:
+        name, vendor, version = _naming(atomic, unstruct)
     return Event(
         event_id,
         _event_time(atomic, now_ms),
@@ -386,11 +413,17 @@ def _from_snowplow_object(obj: dict[str, Any], raw: bytes, now_ms: int | None) -
         for key in [k for k, v in atomic.items() if v is None]:
             del atomic[key]
     # A JSON string has no more characters than the bytes that encode it: in an event within
-    # MAX_FIELD_CHARS bytes only the keys that are not plain atomic columns need a look.
+    # MAX_FIELD_CHARS bytes only the keys that are not plain atomic columns need a look. Events
+    # of one kind carry the same keys in the same order, so those are found once per shape.
     if len(raw) > MAX_FIELD_CHARS:
-        keys = list(atomic)
+        keys: Sequence[str] = list(atomic)
     else:
-        keys = [k for k in atomic if k not in _PLAIN_COLUMNS]
+        shape = tuple(atomic)
+        keys = _SHAPES.get(shape)  # type: ignore[assignment]
+        if keys is None:
+            if len(_SHAPES) >= SHAPES_MAX:
+                _SHAPES.clear()
+            keys = _SHAPES[shape] = tuple(k for k in atomic if k not in _PLAIN_COLUMNS)
     unstruct: Mapping[str, Any] | None = None
     contexts: list[Mapping[str, Any]] = []
     for key in keys:  # in the event's order, which orders contexts and errors
