@@ -15,9 +15,7 @@ A sketch only moves forward (exact → sparse → dense), and each step keeps ex
 register values the dense form would have, so the estimate never depends on the path.
 
 Hashing is blake2b with an 8-byte digest over the UTF-8 bytes of the value key (see
-``aggregations.value_key``): stable across processes and machines, unlike ``hash()``. The
-hashes of recent keys are memoised (``HASH_MEMO_MAX`` of them): the same key (a session id)
-comes with many events, and a dict lookup costs a fraction of a blake2b.
+``aggregations.value_key``): stable across processes and machines, unlike ``hash()``.
 
 The estimate uses Ertl's improved raw estimator ("New cardinality estimation algorithms
 for HyperLogLog sketches", 2017, algorithm 6) which needs neither the empirical bias
@@ -48,18 +46,9 @@ def new_sketch() -> list[Any]:
     return [MODE_EXACT, {}]
 
 
-HASH_MEMO_MAX = 16_384  # memoised hashes: a few MB at most, emptied whole when full
-_HASHES: dict[str, str] = {}
-
-
 def hash_hex(key: str) -> str:
     """Stable 64-bit hash of ``key`` as 16 lowercase hex characters."""
-    hx = _HASHES.get(key)
-    if hx is None:
-        if len(_HASHES) >= HASH_MEMO_MAX:
-            _HASHES.clear()
-        hx = _HASHES[key] = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-    return hx
+    return blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def register_of(hash64: int) -> tuple[int, int]:
