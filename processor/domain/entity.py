@@ -63,11 +63,14 @@ class EntityState:
 
     def clear_dirty(self) -> None:
         """Forget what changed: the state layer has taken it for writing."""
-        self.dirty_groups.clear()
+        # Most of these are empty after most batches: a test costs less than a call.
+        if self.dirty_groups:
+            self.dirty_groups.clear()
         self.dirty_runs.clear()
         self.dirty_profile.clear()
         self.dirty_watermarks.clear()
-        self.dirty.clear()
+        if self.dirty:
+            self.dirty.clear()
 
     def attribute(self, slot: Slot) -> Any:
         """The state of one attribute, None when it has none."""
@@ -93,9 +96,12 @@ class EntityState:
 
     def dirty_group_keys(self) -> set[GroupKey]:
         """Every group with an attribute changed since the last write."""
+        runs = self.dirty_runs
+        if len(runs) == 1 and not self.dirty_groups:  # one event since the last write
+            return set(runs[0])
         keys = set(self.dirty_groups)
         # Events of one kind mark the very same tuple: merge each distinct one once.
-        for run in {id(run): run for run in self.dirty_runs}.values():
+        for run in {id(run): run for run in runs}.values():
             keys.update(run)
         return keys
 

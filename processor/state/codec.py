@@ -56,29 +56,59 @@ def decode_entity(ref: EntityRef, raw: dict[bytes, bytes]) -> EntityState:
     return state
 
 
+class _ProfileFields(dict[str, str]):
+    """profile field name -> hash field name; bounded by ``PROFILE_FIELDS_MAX``."""
+
+    def __missing__(self, name: str) -> str:
+        if len(self) >= PROFILE_FIELDS_MAX:  # generic events may carry any field names
+            self.clear()
+        field = self[name] = keys.profile_field(name)
+        return field
+
+
+PROFILE_FIELDS_MAX = 4096
+_PROFILE_FIELDS = _ProfileFields()
+
+
 def changed_fields(state: EntityState) -> tuple[dict[str, bytes], list[str]]:
     """The changed fields of ``state``: hash field -> stored JSON to set, and fields to delete.
     A group with a changed attribute is written whole, with every attribute state it holds."""
-    sets: dict[str, bytes] = {}
-    deletes: list[str] = []
-    groups, fields = state.groups, _GROUP_FIELDS
+    fields: list[str] = []
+    values: list[bytes] = []
+    deletes = _changes(state, fields, values)
+    # watermarks travel separately (watermark_args), checked by the write script
+    return dict(zip(fields, values, strict=True)), deletes
+
+
+def _changes(state: EntityState, fields: list[str], values: list[bytes]) -> list[str]:
+    """Append the changed fields of ``state`` and their values to ``fields`` and ``values``
+    (no field twice: each kind of field has its own prefix); return the fields to delete."""
+    dumps = orjson.dumps
+    groups, group_fields = state.groups, _GROUP_FIELDS
     for key in state.dirty_group_keys():
-        sets[fields[key]] = orjson.dumps(groups[key])
-    profile = state.profile
+        fields.append(group_fields[key])
+        values.append(dumps(groups[key]))
+    profile, profile_fields = state.profile, _PROFILE_FIELDS
     for name in state.dirty_profile:
-        sets[keys.profile_field(name)] = orjson.dumps(profile[name])
+        fields.append(profile_fields[name])
+        values.append(dumps(profile[name]))
+    deletes: list[str] = []
+    if not state.dirty:
+        return deletes
     for kind, name in state.dirty:
         if kind == "m":
             if state.members.get(name):
-                sets[keys.member_field(name)] = b"1"
+                fields.append(keys.member_field(name))
+                values.append(b"1")
             else:
                 deletes.append(keys.member_field(name))
         elif kind == "ids":
-            sets[keys.IDENTIFIERS_FIELD] = orjson.dumps(state.identifiers)
+            fields.append(keys.IDENTIFIERS_FIELD)
+            values.append(dumps(state.identifiers))
         elif kind == "l":
-            sets[keys.event_log_field(name)] = orjson.dumps(state.event_logs[name])
-    # watermarks travel separately (watermark_args), checked by the write script
-    return sets, deletes
+            fields.append(keys.event_log_field(name))
+            values.append(dumps(state.event_logs[name]))
+    return deletes
 
 
 def watermark_args(state: EntityState) -> dict[str, int]:
@@ -93,13 +123,21 @@ def write_entry(state: EntityState) -> tuple[list[Any], list[bytes]]:
     the chunk's header, ``[marks, fields, lengths, deletes]`` (``marks`` the advanced
     watermarks as field, offset text, ...; ``lengths`` those of the values to set, in
     ``fields`` order) and the values themselves, to append to the chunk's payload."""
-    watermarks, fields = state.watermarks, _WATERMARK_FIELDS
+    values: list[bytes] = []
+    return write_entry_into(state, values), values
+
+
+def write_entry_into(state: EntityState, payload: list[bytes]) -> list[Any]:
+    """``write_entry``, appending the values to ``payload`` (the chunk's) rather than to a
+    list of their own; returns the header entry."""
+    watermarks, watermark_fields = state.watermarks, _WATERMARK_FIELDS
     marks: list[str] = []
     for key in state.dirty_watermarks:
-        marks += (fields[key], str(watermarks[key]))
-    sets, deletes = changed_fields(state)
-    values = list(sets.values())
-    return [marks, list(sets), [len(value) for value in values], deletes], values
+        marks += (watermark_fields[key], str(watermarks[key]))
+    fields: list[str] = []
+    start = len(payload)
+    deletes = _changes(state, fields, payload)
+    return [marks, fields, [len(value) for value in payload[start:]], deletes]
 
 
 class _WatermarkFields(dict[tuple[str, int], str]):

@@ -77,9 +77,7 @@ class EntityStore:
                 ref = state.ref
                 parts.append(bulk(keys.entity_state(ref.key, ref.id).encode()))
                 out.refs.append(ref)
-                entry, changed = codec.write_entry(state)
-                header.append(entry)
-                values += changed
+                header.append(codec.write_entry_into(state, values))
                 state.clear_dirty()
                 state.stored = True
             parts += (bulk(orjson.dumps(header)), bulk(b"".join(values)))
