@@ -22,10 +22,15 @@ LAST_ACTIVE_FIELD = "last_active_ts"
 def entities_of(event: Event, topology: Topology) -> list[EntityRef]:
     """Every entity this event updates: one per attribute key in use that the event carries."""
     refs = []
+    atomic = event.atomic
     for key in topology.keys:
-        value = key.value_of(event)
-        if value is not None:
-            refs.append(EntityRef(key.name, value))
+        # ``key.value_of(event)``, its usual case (a built-in key's non-empty string) inline
+        value = atomic.get(key.column) if key.column is not None else None
+        if type(value) is not str or not value:
+            value = key.value_of(event)
+            if value is None:
+                continue
+        refs.append(EntityRef(key.name, value))
     return refs
 
 
@@ -46,7 +51,14 @@ def apply_event(
         _add_event_identifiers(state, event, topology)
     else:
         state.add_identifiers(identifiers)
-    changed = _merge_profile(state, event)
+    fields = event.fields
+    changed = _merge_fields(state, fields, event.timestamp_ms) if fields else set()
+    if LAST_ACTIVE_FIELD not in fields:  # else the event states its own last activity
+        ts = event.timestamp_ms
+        current = state.profile.get(LAST_ACTIVE_FIELD)
+        if current is None or not isinstance(current[0], int) or current[0] < ts:
+            state.set_profile(LAST_ACTIVE_FIELD, ts, ts)
+            changed.add(LAST_ACTIVE_FIELD)
     selection = topology.attributes_for(key, event)
     passed = selection.fold(state, event)  # the attributes: generated code (see ``folds``)
     if topology.event_logs:
@@ -75,30 +87,29 @@ def event_identifiers(event: Event, topology: Topology) -> dict[str, str]:
 def _add_event_identifiers(state: EntityState, event: Event, topology: Topology) -> None:
     """``state.add_identifiers(event_identifiers(event, topology))`` without the dict."""
     known = state.identifiers
+    atomic = event.atomic
     for key in topology.keys:
-        value = key.value_of(event)
-        if value is not None and known.get(key.name) != value:
+        # ``key.value_of(event)``, its usual case (a built-in key's non-empty string) inline
+        value = atomic.get(key.column) if key.column is not None else None
+        if type(value) is not str or not value:
+            value = key.value_of(event)
+            if value is None:
+                continue
+        if known.get(key.name) != value:
             state.add_identifiers({key.name: value})
 
 
-def _merge_profile(state: EntityState, event: Event) -> set[str]:
-    """Lytics-style profile: each top-level field of the event, last value wins by event time.
-    Returns the names whose value changed."""
+def _merge_fields(state: EntityState, fields: Mapping[str, Any], ts: int) -> set[str]:
+    """Lytics-style profile: each top-level field of a generic event, last value wins by event
+    time (a Snowplow event has none: its columns are ``atomic``); ``apply_event`` then sets the
+    last activity, unless the event states its own (a profile field like any other). Returns
+    the names whose value changed."""
     changed = set()
-    fields = event.fields
-    ts = event.timestamp_ms
-    if fields:  # generic events; a Snowplow event's fields are its atomic columns, not here
-        for name, value in fields.items():
-            if isinstance(value, dict):
-                continue  # nested objects stay in the event; profiles hold scalar and list fields
-            if state.set_profile(name, value, ts):
-                changed.add(name)
-        if LAST_ACTIVE_FIELD in fields:
-            return changed  # the event states its own last activity (a profile field like any other)
-    current = state.profile.get(LAST_ACTIVE_FIELD)
-    if current is None or not isinstance(current[0], int) or current[0] < ts:
-        state.set_profile(LAST_ACTIVE_FIELD, ts, ts)
-        changed.add(LAST_ACTIVE_FIELD)
+    for name, value in fields.items():
+        if isinstance(value, dict):
+            continue  # nested objects stay in the event; profiles hold scalar and list fields
+        if state.set_profile(name, value, ts):
+            changed.add(name)
     return changed
 
 

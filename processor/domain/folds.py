@@ -186,24 +186,26 @@ def _attribute(
     source.line(depth, f"# {attribute.name!r}: {spec.kind}, "
                        + ("lifetime" if spec.period_ms is None else f"window of {spec.bucket_ms} ms buckets")
                        + ("" if spec.ttl_ms is None else f", ttl {spec.ttl_ms} ms"))
-    source.line(depth, f"s = {states}.get({attribute.slot[2]!r})")
+    lookup = f"{states}.get({attribute.slot[2]!r})"
     if spec.period_ms is None:
-        _lifetime(source, depth, spec, slot, usable, fold, new.format(b="None"))
+        _lifetime(source, depth, spec, lookup, slot, usable, fold, new.format(b="None"))
     else:
+        source.line(depth, f"s = {lookup}")
         _window(source, depth, spec, slot, usable, fold, new.format(b="b"), value)
 
 
 def _lifetime(
-    source: _Source, depth: int, spec: AggSpec, slot: str, usable: str | None, fold: str, new: str
+    source: _Source, depth: int, spec: AggSpec, lookup: str, slot: str, usable: str | None, fold: str,
+    new: str,
 ) -> None:
-    """The state is its one entry; ``e[0]`` is the newest event time. See ``_lifetime_step``."""
-    source.line(depth, "if s is None:")
-    source.line(depth + 1, f"s = {slot} = {new}")
+    """The state is its one entry ``e``; ``e[0]`` is the newest event time. See ``_lifetime_step``."""
+    source.line(depth, f"e = {lookup}")
+    source.line(depth, "if e is None:")
+    source.line(depth + 1, f"e = {slot} = {new}")
     if spec.ttl_ms is not None:  # an event after the TTL, if usable, finds the value expired
-        source.line(depth, f"elif s[0] is not None and ts - s[0] > {spec.ttl_ms}"
+        source.line(depth, f"elif e[0] is not None and ts - e[0] > {spec.ttl_ms}"
                            + ("" if usable is None else f" and {usable}") + ":")
-        source.line(depth + 1, f"s = {slot} = {new}")
-    source.line(depth, "e = s")
+        source.line(depth + 1, f"e = {slot} = {new}")
     if usable is not None:
         source.line(depth, f"if {usable}:")
         depth += 1
