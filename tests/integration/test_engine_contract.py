@@ -192,6 +192,20 @@ def test_engine_matches_reference_model(settings: Settings, generated: list[Gene
         now_ms = int(time.time() * 1000)
         refs = [EntityRef("user_id", prefix + e) for e in {g.entity for g in generated}]
         got, group = await attribute_values(example, refs, now_ms)
-        assert got == expected_values(group, generated, prefix, start_ms, now_ms)
+        expected = expected_values(group, generated, prefix, start_ms, now_ms)
+        assert _summed_alike(got) == _summed_alike(expected)
 
     asyncio.run(scenario())
+
+
+def _summed_alike(value: Any) -> Any:
+    """``value`` with every float rounded to 9 decimals: a windowed sum adds per-bucket sums,
+    the reference adds event by event, and float addition is not associative (105.97 against
+    105.96999999999998 was found by hypothesis)."""
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: _summed_alike(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_summed_alike(v) for v in value)
+    return value
