@@ -179,6 +179,7 @@ class EventWorker:
         self.links: dict[tuple[str, str], EntityRef] = {}  # identity -> profile, first come wins
         self.topology = Topology()
         self.ownership = Ownership(settings.partitions)
+        self.identities = settings.identities  # profiles are entities of the first (stitching)
         self.stats = {"events": 0, "dead": 0, "transitions": 0, "skipped": 0, "batches": 0,
                       "forwarded": 0, "ignored": 0, "due": 0, "late": 0}
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
@@ -280,10 +281,7 @@ class EventWorker:
         await self._load_missing(ref for item in items for ref in item.refs)
         t2 = clock()
         now = self.clock()
-        for n, item in enumerate(items):
-            if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # let the previous batch's write move (see YIELD_EVERY)
-            self._apply(item, result, now)
+        await self._apply_all(items, result, now)
         t3 = clock()
         acks = await self._produce(result)
         t4 = clock()
@@ -449,10 +447,10 @@ class EventWorker:
     def _stitch(self, event: Event, result: BatchResult) -> list[EntityRef]:
         """Identity stitching: link the event's other identifiers to its profile, or find the
         profile of an event that carries only those (see ``domain.identity``)."""
-        profile_key = self.settings.identities[0]
+        profile_key = self.identities[0]
         if not self.topology.segments_for(profile_key):
             return []
-        values = identity_values(event, self.settings.identities)
+        values = identity_values(event, self.identities)
         if values and values[0][0] == profile_key:
             profile = EntityRef(profile_key, values[0][1])
             for pair in links_of(profile, values):
@@ -466,10 +464,11 @@ class EventWorker:
         return []
 
     async def _lookup_links(self, events: list[Event]) -> None:
-        if not self.topology.segments_for(self.settings.identities[0]):
+        profile_key = self.identities[0]
+        if not self.topology.segments_for(profile_key):
             return
-        wanted = {pair for e in events for pair in identity_values(e, self.settings.identities)
-                  if pair[0] != self.settings.identities[0] and pair not in self.links}
+        wanted = {pair for e in events for pair in identity_values(e, self.identities)
+                  if pair[0] != profile_key and pair not in self.links}
         if wanted:
             if len(self.links) > CACHE_MAX_ENTITIES:
                 self.links.clear()
@@ -487,27 +486,36 @@ class EventWorker:
             await self._landed()  # dropped while being written: reload what that write leaves
         self.cache.update(await _retry_redis(lambda: self.store.load(missing)))
 
-    def _apply(self, item: WorkItem, result: BatchResult, now: int) -> None:
-        src = item.source
-        late = now - item.event.timestamp_ms > self.settings.allowed_lateness_ms
-        for ref in item.refs:
-            state = self.cache[ref]
-            if state.already_applied(src.topic, src.partition, src.offset):
-                result.skipped += 1
-                continue
-            try:
-                if late:
-                    result.late += 1  # beyond the allowed lateness: counted, not applied
-                else:
-                    result.transitions += engine.apply_event(
-                        state, item.event, self.topology, cause=item.cause, now_ms=now
-                    )
-            except Exception as exc:  # a bug on one event must not stop the stream
-                log.exception("event %s failed on %s", src, ref)
-                result.dead.append(DeadLetter(item.record, f"internal error: {exc!r}"))
-            state.advance(src.topic, src.partition, src.offset)
-            result.touched[ref] = state
-        result.events += 1
+    async def _apply_all(self, items: list[WorkItem], result: BatchResult, now: int) -> None:
+        """Step 3 for every item, in order (one loop for the batch: what it looks up per event
+        is looked up once here)."""
+        cache, topology, touched = self.cache, self.topology, result.touched
+        apply_event = engine.apply_event
+        oldest = now - self.settings.allowed_lateness_ms
+        for n, item in enumerate(items):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let the previous batch's write move (see YIELD_EVERY)
+            topic, partition, offset = src = item.source
+            event = item.event
+            late = event.timestamp_ms < oldest
+            for ref in item.refs:
+                state = cache[ref]
+                if state.already_applied(topic, partition, offset):
+                    result.skipped += 1
+                    continue
+                try:
+                    if late:
+                        result.late += 1  # beyond the allowed lateness: counted, not applied
+                    else:
+                        found = apply_event(state, event, topology, cause=item.cause, now_ms=now)
+                        if found:
+                            result.transitions += found
+                except Exception as exc:  # a bug on one event must not stop the stream
+                    log.exception("event %s failed on %s", src, ref)
+                    result.dead.append(DeadLetter(item.record, f"internal error: {exc!r}"))
+                state.advance(topic, partition, offset)
+                touched[ref] = state
+        result.events += len(items)
 
     async def _produce(self, result: BatchResult) -> list[asyncio.Future[object]]:
         """Queue the batch's dead letters, forwards and transitions; returns their acks (the
