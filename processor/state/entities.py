@@ -80,7 +80,8 @@ class EntityStore:
                 header.append(codec.write_entry_into(state, values))
                 state.clear_dirty()
                 state.stored = True
-            parts += (bulk(orjson.dumps(header)), bulk(b"".join(values)))
+            # the payload's bulk string around its values: joined once, with the rest
+            parts += (bulk(orjson.dumps(header)), b"$%d\r\n" % sum(map(len, values)), *values, b"\r\n")
             out.chunks.append(b"".join(parts))
             out.chunk_sizes.append(len(chunk))
         return out
