@@ -452,14 +452,23 @@ def _shredded_unstruct(obj: Mapping[str, Any], suffix: str, data: Any) -> Mappin
     vendor, name = obj.get("event_vendor"), obj.get("event_name")
     version = str(obj.get("event_version") or "")
     fmt = obj.get("event_format") or "jsonschema"
-    if (
-        isinstance(vendor, str)
-        and isinstance(name, str)
-        and _SCHEMA_VERSION.fullmatch(version)
-        and shred_key(vendor, name, int(version.split("-")[0])) == suffix
-    ):
-        return {"schema": f"iglu:{vendor}/{name}/{fmt}/{version}", "data": data}
+    schema = None
+    if isinstance(vendor, str) and isinstance(name, str):
+        # the same few kinds of event over and over: their URI is worked out once (the cache
+        # takes text only, so that an odd event_format cannot share an entry with its text)
+        uri = _shredded_schema if type(fmt) is str else _shredded_schema.__wrapped__
+        schema = uri(vendor, name, version, fmt, suffix)
+    if schema is not None:
+        return {"schema": schema, "data": data}
     return {"schema": None, "shred_key": suffix, "data": data}
+
+
+@lru_cache(maxsize=1024)
+def _shredded_schema(vendor: str, name: str, version: str, fmt: Any, suffix: str) -> str | None:
+    """``iglu:vendor/name/fmt/version`` when the shredded column ``suffix`` is that schema's."""
+    if _SCHEMA_VERSION.fullmatch(version) and shred_key(vendor, name, int(version.split("-")[0])) == suffix:
+        return f"iglu:{vendor}/{name}/{fmt}/{version}"
+    return None
 
 
 def decode_snowplow_json(

@@ -137,7 +137,7 @@ def write_entry_into(state: EntityState, payload: list[bytes]) -> list[Any]:
     fields: list[str] = []
     start = len(payload)
     deletes = _changes(state, fields, payload)
-    return [marks, fields, [len(value) for value in payload[start:]], deletes]
+    return [marks, fields, list(map(len, payload[start:])), deletes]
 
 
 class _WatermarkFields(dict[tuple[str, int], str]):
