@@ -156,6 +156,12 @@ class Event(NamedTuple):
     fields: Mapping[str, Any] = _NO_FIELDS  # a generic event's top-level fields
 
 
+# ``Event(*fields)`` for the decoders, which give every field: the tuple without the named
+# tuple's Python-level ``__new__`` (a third of the cost of building an event).
+_new_event = tuple.__new__
+assert Event._fields[-2:] == ("stream", "fields") and len(Event._fields) == 10
+
+
 def parse_iglu(uri: str) -> tuple[str, str, str, int, int, int] | None:
     """Split ``iglu:vendor/name/format/M-R-A`` into its parts, or None when it is not one."""
     m = _IGLU.match(uri)
@@ -368,16 +374,8 @@ def _snowplow_event(
         vendor, version = atomic.get("event_vendor") or None, atomic.get("event_version") or None
     else:
         name, vendor, version = _naming(atomic, unstruct)
-    return Event(
-        event_id,
-        _event_time(atomic, now_ms),
-        name,
-        vendor,
-        version,
-        atomic,
-        unstruct,
-        tuple(contexts),
-    )
+    return _new_event(Event, (event_id, _event_time(atomic, now_ms), name, vendor, version, atomic,
+                              unstruct, tuple(contexts), None, _NO_FIELDS))
 
 
 def decode_snowplow_tsv(
