@@ -48,6 +48,11 @@ async def start(redis: Redis, partition: int, version: int) -> None:
     await redis.hset(key, mapping={"version": version, "cursor": 0, "done": 0, "total": total})
 
 
+def stage_probe(commands: Commands, partition: int) -> None:
+    """Ask whether ``partition`` has a job: the reply is 1 when it has, 0 when not."""
+    commands.add("EXISTS", keys.reevaluation(partition))
+
+
 async def job(redis: Redis, partition: int) -> Job | None:
     raw = await redis.hgetall(keys.reevaluation(partition))
     if not raw:

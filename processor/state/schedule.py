@@ -37,6 +37,12 @@ def stage(commands: Commands, rows: Iterable[tuple[int, EntityRef, int | None]])
         commands.add("ZREM", keys.due_schedule(partition), *entities)
 
 
+def stage_probe(commands: Commands, partition: int, now_ms: int) -> None:
+    """Ask whether ``partition`` has an entity due at or before ``now_ms``: the reply is an
+    empty list when it has none."""
+    commands.add("ZRANGEBYSCORE", keys.due_schedule(partition), "-inf", now_ms, "LIMIT", 0, 1)
+
+
 async def due(redis: Redis, partition: int, now_ms: int, limit: int) -> list[tuple[EntityRef, int]]:
     """Up to ``limit`` entities of ``partition`` due at or before ``now_ms``, earliest first."""
     rows = await redis.zrangebyscore(

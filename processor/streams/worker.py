@@ -65,7 +65,7 @@ from processor.settings import Settings
 from processor.state import identity, members, reevaluation, schedule
 from processor.state.entities import EntityStore, EntityWrite
 from processor.state.registry import Registry
-from processor.state.resp import Commands
+from processor.state.resp import Commands, round_trip
 from processor.streams import kafka
 from processor.streams.routing import (
     SOURCE_HEADER,
@@ -582,12 +582,15 @@ class EventWorker:
 
     async def _due_work(self, partitions: list[int], now: int) -> bool:
         """Whether any of ``partitions`` has an entity due or a re-evaluation job, asked in
-        one concurrent round: writes in flight may still move a due time, so a yes is checked
-        again once they landed, and a due time they add is seen at the next tick."""
-        found = await asyncio.gather(
-            *(schedule.due(self.redis, p, now, 1) for p in partitions),
-            *(reevaluation.job(self.redis, p) for p in partitions))
-        return any(found)
+        one round trip: writes in flight may still move a due time, so a yes is checked again
+        once they landed, and a due time they add is seen at the next tick."""
+        if not partitions:
+            return False
+        commands = Commands()
+        for partition in partitions:
+            schedule.stage_probe(commands, partition, now)
+            reevaluation.stage_probe(commands, partition)
+        return any(await round_trip(self.redis, commands.packed(), commands.count))
 
     def _owned(self) -> list[int]:
         if self._consumer is None:
