@@ -91,7 +91,8 @@ class EntityState:
 
     def mark_groups(self, keys: tuple[GroupKey, ...]) -> None:
         """Mark groups changed whose states were updated in place in ``groups`` (the engine's
-        hot path). ``keys`` is kept as given (not copied): it must not change."""
+        hot path: its generated folds append to ``dirty_runs`` themselves). ``keys`` is kept as
+        given (not copied): it must not change."""
         self.dirty_runs.append(keys)
 
     def dirty_group_keys(self) -> set[GroupKey]:

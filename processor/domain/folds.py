@@ -126,7 +126,8 @@ def compile_fold(plain: Sequence[CompiledAttribute], conditional: Sequence[Compi
     for attribute in plain:
         _attribute(source, 1, attribute, values, keys, groups[attribute.slot[:2]])
     if plain:
-        source.line(1, f"state.mark_groups({source.bind(tuple(groups))})")
+        # ``state.mark_groups(...)`` without the call
+        source.line(1, f"state.dirty_runs.append({source.bind(tuple(groups))})")
     if not conditional:
         source.line(1, "return ()")
     else:
@@ -142,7 +143,7 @@ def compile_fold(plain: Sequence[CompiledAttribute], conditional: Sequence[Compi
             source.line(2, f"passed.append({source.bind(attribute)})")
             source.line(2, f"marked.append({source.bind(group)})")
         source.line(1, "if passed:")
-        source.line(2, "state.mark_groups(tuple(marked))")
+        source.line(2, "state.dirty_runs.append(tuple(marked))")
         source.line(1, "return passed")
     fold: Fold = source.function("fold")
     return fold
