@@ -75,28 +75,12 @@ def apply_event(
                              changed=changed if state.stored else None)
 
 
-def event_identifiers(event: Event, topology: Topology) -> dict[str, str]:
-    found = {}
-    for key in topology.keys:
-        value = key.value_of(event)
-        if value is not None:
-            found[key.name] = value
-    return found
-
-
 def _add_event_identifiers(state: EntityState, event: Event, topology: Topology) -> None:
-    """``state.add_identifiers(event_identifiers(event, topology))`` without the dict."""
+    """Record the event's identifiers (one per attribute key in use it carries) on ``state``."""
     known = state.identifiers
-    atomic = event.atomic
-    for key in topology.keys:
-        # ``key.value_of(event)``, its usual case (a built-in key's non-empty string) inline
-        value = atomic.get(key.column) if key.column is not None else None
-        if type(value) is not str or not value:
-            value = key.value_of(event)
-            if value is None:
-                continue
-        if known.get(key.name) != value:
-            state.add_identifiers({key.name: value})
+    for key, value in entities_of(event, topology):
+        if known.get(key) != value:
+            state.add_identifiers({key: value})
 
 
 def _merge_fields(state: EntityState, fields: Mapping[str, Any], ts: int) -> set[str]:

@@ -270,8 +270,8 @@ def _event_time(atomic: Mapping[str, Any], now_ms: int | None) -> int:
     value = atomic.get("derived_tstamp")
     if value.__class__ is str:  # the usual case first, without the general rules' calls
         ts_ms = _usual_ms(value)
-        if ts_ms is not None and (now_ms is None or ts_ms <= now_ms + FUTURE_TOLERANCE_MS):
-            return ts_ms
+        if ts_ms is not None:
+            return _check_time(ts_ms, now_ms, "derived_tstamp")
     for column in ("derived_tstamp", "collector_tstamp"):
         value = atomic.get(column)
         if value is None or value == "":

@@ -118,18 +118,12 @@ def watermark_args(state: EntityState) -> dict[str, int]:
     return {keys.watermark_field(*key): state.watermarks[key] for key in state.dirty_watermarks}
 
 
-def write_entry(state: EntityState) -> tuple[list[Any], list[bytes]]:
+def write_entry_into(state: EntityState, payload: list[bytes]) -> list[Any]:
     """What the write script takes for ``state`` (see ``lua/write_entity.lua``): its entry of
     the chunk's header, ``[marks, fields, lengths, deletes]`` (``marks`` the advanced
     watermarks as field, offset text, ...; ``lengths`` those of the values to set, in
-    ``fields`` order) and the values themselves, to append to the chunk's payload."""
-    values: list[bytes] = []
-    return write_entry_into(state, values), values
-
-
-def write_entry_into(state: EntityState, payload: list[bytes]) -> list[Any]:
-    """``write_entry``, appending the values to ``payload`` (the chunk's) rather than to a
-    list of their own; returns the header entry."""
+    ``fields`` order), returned; the values themselves are appended to ``payload``, the
+    chunk's."""
     watermarks, watermark_fields = state.watermarks, _WATERMARK_FIELDS
     marks: list[str] = []
     for key in state.dirty_watermarks:
