@@ -311,11 +311,11 @@ class EventWorker:
             self.seconds["persist"] += time.perf_counter() - started
             self._reap()
         previous = flights[-1].task if flights else None
-        task = asyncio.create_task(self._write_and_commit(previous, write, offsets, batch))
+        task = asyncio.create_task(self._write_in_turn(previous, write, offsets, batch))
         flights.append(InFlight(task, set(write.entities.refs)))
         await asyncio.sleep(0)  # start sending it now, not at the next await that suspends
 
-    async def _write_and_commit(self, previous: asyncio.Task[None] | None, write: PendingWrite,
+    async def _write_in_turn(self, previous: asyncio.Task[None] | None, write: PendingWrite,
                                 offsets: dict[TopicPartition, int],
                                 batch: dict[TopicPartition, list[Record]]) -> None:
         """Step 5 for one batch once the previous batch's is done (a failure there fails this
