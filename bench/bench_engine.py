@@ -1,7 +1,8 @@
 """End-to-end engine benchmark through real Kafka and Redis, against a raw baseline loop.
 
     python bench/bench_engine.py [--events 100000] [--entities 10000] [--segments 0]
-                                 [--latency-events 10000] [--latency-rate R] [--profile]
+                                 [--latency-events 10000] [--latency-rate R] [--runs 3]
+                                 [--profile]
 
 Uses the services named by the environment (``.run/services.env``: ``make bench`` sources it)
 and Redis database ``--redis-db`` (default 15), which it FLUSHES. Steps:
@@ -13,7 +14,9 @@ and Redis database ``--redis-db`` (default 15), which it FLUSHES. Steps:
 3. latency: with the worker caught up, produce ``--latency-events`` more at
    ``--latency-rate``/s (default: half the engine's measured rate); each record's latency is its Kafka timestamp (producer create time)
    to the completion of the Redis write of the batch that applied it (state visible);
-4. the baseline (``baseline.py``) replays the same topic in its own process and group.
+4. the baseline (``baseline.py``) replays the same topic in its own process and group;
+5. steps 1-4 again, ``--runs`` times in all, each on new topics and an empty state: the last
+   line gives the median ratio (one run's ratio varies by ~10% on a 2-core machine).
 
 Redis commands/event and memory/entity come from ``INFO`` deltas around step 2: they are
 server-wide, so other clients of the same Redis add noise (use a private Redis for clean
@@ -193,15 +196,18 @@ async def produce(settings: Settings, values: list[bytes], keys: list[bytes],
 
 
 async def redis_info(settings: Settings) -> dict[str, int]:
-    """Total commands (scripts' inner calls included; INFO excluded) and used memory."""
+    """Total commands (scripts' inner calls included; INFO excluded), used memory and the AOF
+    rewrites so far (a rewrite's child process takes CPU from whatever runs beside it)."""
     redis = Redis.from_url(settings.redis_url)
     try:
         stats = await redis.info("commandstats")
         memory = await redis.info("memory")
+        persistence = await redis.info("persistence")
     finally:
         await redis.aclose()
     calls = sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
-    return {"commands": calls, "used_memory": int(memory["used_memory"])}
+    return {"commands": calls, "used_memory": int(memory["used_memory"]),
+            "aof_rewrites": int(persistence.get("aof_rewrites", 0))}
 
 
 async def sample_entity_memory(settings: Settings, sample: int = 200) -> float:
@@ -247,6 +253,7 @@ async def run_engine(settings: Settings, args: argparse.Namespace, total: int) -
         raise RuntimeError(f"worker process failed with exit code {proc.returncode}")
     result = orjson.loads(rest.splitlines()[-1])
     result["commands"] = after["commands"] - before["commands"]
+    result["aof_rewrites"] = after["aof_rewrites"] - before["aof_rewrites"]
     result["memory"] = after["used_memory"] - before["used_memory"]
     result["entity_bytes"] = entity_bytes
     return result
@@ -264,12 +271,15 @@ async def run_baseline(settings: Settings, total: int) -> dict[str, Any]:
     if proc.returncode:
         raise RuntimeError(f"baseline failed with exit code {proc.returncode}")
     result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
-    result["commands"] = (await redis_info(settings))["commands"] - before["commands"]
+    after = await redis_info(settings)
+    result["commands"] = after["commands"] - before["commands"]
+    result["aof_rewrites"] = after["aof_rewrites"] - before["aof_rewrites"]
     return result
 
 
 def report(args: argparse.Namespace, produced_s: float, engine: dict[str, Any],
-           base: dict[str, Any]) -> None:
+           base: dict[str, Any]) -> float:
+    """Print one run's figures; return its throughput ratio."""
     engine_rate = engine["records"] / engine["seconds"]
     lat = engine["latencies_ms"]
     trips = engine["round_trips"]
@@ -286,7 +296,8 @@ def report(args: argparse.Namespace, produced_s: float, engine: dict[str, Any],
           f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms")
     print(f"redis commands/event (INFO commandstats delta, Lua inner calls included): engine "
           f"{engine['commands'] / engine['records']:.2f}, baseline "
-          f"{base['commands'] / base['events']:.2f}")
+          f"{base['commands'] / base['events']:.2f}; Redis AOF rewrites during the run: engine "
+          f"{engine['aof_rewrites']}, baseline {base['aof_rewrites']}")
     phases = engine["phases"]
     spent = sum(phases.values()) or 1.0
     print("worker time per phase (whole run): " + ", ".join(
@@ -300,20 +311,28 @@ def report(args: argparse.Namespace, produced_s: float, engine: dict[str, Any],
     if "profile" in engine:
         print("worker profile, backlog phase (cProfile, top 30 by own time; slows the run):")
         print(engine["profile"])
-    print(f"engine/baseline throughput ratio: {engine_rate / base['events_per_s']:.3f}")
+    return engine_rate / base["events_per_s"]
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    settings = bench_settings(args.redis_db)
-    await publish(settings, args.segments)
-    await kafka.ensure_topics(settings)
     values, keys = workload.events(args.events, args.entities, now_ms=int(time.time() * 1000))
-    produced_s = await produce(settings, values, keys)
-    del values, keys
     total = args.events + args.latency_events
-    engine = await run_engine(settings, args, total)
-    base = await run_baseline(settings, total)
-    report(args, produced_s, engine, base)
+    ratios = []
+    for run in range(1, args.runs + 1):
+        # each run on topics, groups and a Redis database of its own, from an empty state
+        settings = bench_settings(args.redis_db)
+        await publish(settings, args.segments)
+        await kafka.ensure_topics(settings)
+        produced_s = await produce(settings, values, keys)
+        engine = await run_engine(settings, args, total)
+        base = await run_baseline(settings, total)
+        if args.runs > 1:
+            print(f"-- run {run} of {args.runs}")
+        ratios.append(report(args, produced_s, engine, base))
+        args.latency_rate = args.given_latency_rate  # each run's default: half its own rate
+    if args.runs > 1:
+        print(f"ratio per run: {' / '.join(f'{r:.3f}' for r in ratios)}; the median below")
+    print(f"engine/baseline throughput ratio: {statistics.median(ratios):.3f}")
 
 
 def main() -> None:
@@ -325,9 +344,13 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=0.0,
                         help="events/s of the latency phase (default: half the engine's rate)")
     parser.add_argument("--redis-db", type=int, default=15, help="flushed at start")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="engine + baseline runs, each from an empty state; the ratio line "
+                             "gives their median (a 2-core machine varies ~10%% run to run)")
     parser.add_argument("--profile", action="store_true", help="cProfile the worker's backlog")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.given_latency_rate = args.latency_rate
     if args.child:
         asyncio.run(child(args.events, args.events + args.latency_events, args.profile))
     else:
