@@ -10,7 +10,12 @@ the encode per entity write. Usage:
 
     python bench/bench_compute.py [--events 50000] [--entities 5000] [--segments 0] [--tsv]
                                   [--batch 2000] [--profile] [--runs 3] [--callgrind STEP]
-                                  [--gc-young N]
+                                  [--gc-young N] [--worker]
+
+``--worker`` runs the same events through the worker's own batch path instead
+(``EventWorker.apply_batch``: routing, decoding, applying and encoding as the worker does them,
+on records as aiokafka hands them over, all entities cached, no Kafka or Redis): the
+difference to the sum of the steps above is the worker's own bookkeeping.
 
 Wall-clock times are noisy on a busy machine (the load average is printed); instruction counts
 are not. To count one step's instructions (``Ir``):
@@ -23,6 +28,7 @@ are not. To count one step's instructions (``Ir``):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import itertools
@@ -36,6 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aiokafka import TopicPartition  # noqa: E402
+from aiokafka.structs import ConsumerRecord  # noqa: E402
+
 from bench import workload  # noqa: E402
 from processor.domain import engine  # noqa: E402
 from processor.domain.definitions import AttributeGroup  # noqa: E402
@@ -45,8 +54,9 @@ from processor.domain.records import SNOWPLOW_STREAM, RawRecord, decode_record  
 from processor.domain.segments import SegmentDefinition, segment_id_for  # noqa: E402
 from processor.domain.topology import Topology, compile_topology  # noqa: E402
 from processor.domain.transitions import EntityRef  # noqa: E402
+from processor.settings import load_settings  # noqa: E402
 from processor.state.entities import EntityStore  # noqa: E402
-from processor.streams.worker import GC_YOUNG_THRESHOLD  # noqa: E402
+from processor.streams.worker import GC_YOUNG_THRESHOLD, EventWorker  # noqa: E402
 
 
 def topology(segments: int) -> Topology:
@@ -106,6 +116,48 @@ def run(values: list[bytes], topo: Topology, now: int, batch: int,
     return {name: seconds * 1e6 / n for name, seconds in times.items()}, writes
 
 
+class _NothingToProduce:
+    """The worker's producer here: no segments and no forwards, so nothing is ever sent."""
+
+    def send(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the benchmark's worker produced a record")
+
+    send_batch = create_batch = send
+
+
+def run_worker(values: list[bytes], topo: Topology, now: int, batch: int,
+               measured: str | None = None) -> tuple[dict[str, float], int]:
+    """The events through ``EventWorker.apply_batch``, ``batch`` records at a time, on one
+    partition that owns every entity (so nothing is forwarded), every entity already cached
+    (nothing is loaded) and no segments (nothing is produced): the worker's whole pure path.
+    Returns microseconds per event, and the entity writes."""
+    settings = load_settings(partitions=1)
+    worker = EventWorker(settings, None, clock=lambda: now)  # type: ignore[arg-type]
+    worker.topology = topo
+    worker._producer = _NothingToProduce()  # type: ignore[assignment]
+    tp = TopicPartition(settings.events_topic, 0)
+    headers = [("stream", b"snowplow")]
+    records = [ConsumerRecord(tp.topic, 0, offset, now, 0, None, value, None, -1, len(value),
+                              headers) for offset, value in enumerate(values)]
+    for value in values:  # cache every entity (a cold worker would load them from Redis)
+        event = decode_record(RawRecord(value, now, SNOWPLOW_STREAM, None), now_ms=now)
+        for ref in engine.entities_of(event, topo):
+            worker.cache.setdefault(ref, EntityState(ref))
+    writes = 0
+
+    def batches() -> None:
+        async def go() -> None:
+            nonlocal writes
+            for start in range(0, len(records), batch):
+                write, _ = await worker.apply_batch({tp: records[start:start + batch]})
+                writes += len(write.entities.refs)
+        asyncio.run(go())
+
+    t0 = time.perf_counter()
+    under_callgrind(batches) if measured == "worker" else batches()
+    return {"worker": (time.perf_counter() - t0) * 1e6 / len(values)}, writes
+
+
 def under_callgrind(step: Callable[[], None]) -> None:
     """Run ``step`` inside ``itertools.dropwhile``'s C function, which nothing else here calls:
     ``valgrind --tool=callgrind --collect-atstart=no --toggle-collect=dropwhile_next`` then
@@ -124,7 +176,10 @@ def main() -> None:
     parser.add_argument("--tsv", action="store_true", help="enriched TSV instead of JSON")
     parser.add_argument("--profile", action="store_true", help="cProfile, top 30 by own time")
     parser.add_argument("--runs", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--callgrind", metavar="STEP", choices=("decode", "apply", "encode"),
+    parser.add_argument("--worker", action="store_true",
+                        help="the worker's batch path (EventWorker.apply_batch) as one step")
+    parser.add_argument("--callgrind", metavar="STEP",
+                        choices=("decode", "apply", "encode", "worker"),
                         help="run STEP so that callgrind can count it alone (see under_callgrind)")
     parser.add_argument("--gc-young", type=int, default=GC_YOUNG_THRESHOLD,
                         help="young-generation GC threshold (the worker's by default)")
@@ -141,7 +196,8 @@ def main() -> None:
         profiler.enable()
     best: dict[str, float] = {}
     for _ in range(1 if args.profile else args.runs):
-        times, writes = run(values, topo, now, args.batch, args.callgrind)
+        times, writes = (run_worker if args.worker else run)(values, topo, now, args.batch,
+                                                             args.callgrind)
         for step, us in times.items():
             best[step] = min(best.get(step, us), us)
     if args.profile:
@@ -153,8 +209,9 @@ def main() -> None:
           "best of runs, microseconds per event:")
     print("  " + "  ".join(f"{step} {us:.1f}" for step, us in best.items())
           + f"  total {total:.1f} (= {1e6 / total:,.0f} events/s of pure compute)")
-    print(f"  {writes / args.events:.2f} entity writes per event (batches of {args.batch:,}): "
-          f"encode {best['encode'] * args.events / writes:.1f} microseconds per entity write")
+    if "encode" in best:
+        print(f"  {writes / args.events:.2f} entity writes per event (batches of {args.batch:,}): "
+              f"encode {best['encode'] * args.events / writes:.1f} microseconds per entity write")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def entities_of(event: Event, topology: Topology) -> list[EntityRef]:
 
 def apply_event(
     state: EntityState, event: Event, topology: Topology, *, cause: str, now_ms: int,
-    identifiers: dict[str, str] | None = None,
+    event_refs: list[EntityRef] | None = None,
 ) -> list[Transition]:
     """Fold ``event`` into ``state``; return the membership transitions it causes.
 
@@ -45,12 +45,10 @@ def apply_event(
     offset watermark; this function does not look at offsets. Segments are re-evaluated only
     when the event changed something they read, or the entity is new (a segment can match a
     profile on missing fields alone); time alone is the scheduler's business (``next_due``).
+    ``event_refs`` is ``entities_of(event, topology)`` when the caller has it already.
     """
     key = state.ref.key
-    if identifiers is None:
-        _add_event_identifiers(state, event, topology)
-    else:
-        state.add_identifiers(identifiers)
+    _add_event_identifiers(state, entities_of(event, topology) if event_refs is None else event_refs)
     fields = event.fields
     changed = _merge_fields(state, fields, event.timestamp_ms) if fields else set()
     if LAST_ACTIVE_FIELD not in fields:  # else the event states its own last activity
@@ -75,10 +73,11 @@ def apply_event(
                              changed=changed if state.stored else None)
 
 
-def _add_event_identifiers(state: EntityState, event: Event, topology: Topology) -> None:
-    """Record the event's identifiers (one per attribute key in use it carries) on ``state``."""
+def _add_event_identifiers(state: EntityState, event_refs: list[EntityRef]) -> None:
+    """Record the event's identifiers (its entities: one per attribute key in use it carries)
+    on ``state``."""
     known = state.identifiers
-    for key, value in entities_of(event, topology):
+    for key, value in event_refs:
         if known.get(key) != value:
             state.add_identifiers({key: value})
 

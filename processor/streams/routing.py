@@ -42,13 +42,15 @@ class Source(NamedTuple):
 
 class WorkItem(NamedTuple):
     """Apply ``event`` to ``refs`` here; ``source`` gives the watermark and ``cause`` (its text
-    form) the transition ids. Tuples: one is made per event."""
+    form) the transition ids; ``event_refs``, when known, are every entity the event carries
+    (``engine.entities_of``: its identifiers). Tuples: one is made per event."""
 
     record: ConsumerRecord[bytes, bytes]
     event: Event
     refs: list[EntityRef]
     source: Source
     cause: str
+    event_refs: list[EntityRef] | None = None
 
 
 class Forward(NamedTuple):

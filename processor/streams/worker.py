@@ -426,7 +426,8 @@ class EventWorker:
 
     def _source_item(self, record: Record, event: Event, result: BatchResult) -> WorkItem | None:
         """An event from ``events``: apply it to the entities owned here, forward the rest."""
-        refs = engine.entities_of(event, self.topology) + self._stitch(event, result)
+        event_refs = engine.entities_of(event, self.topology)
+        refs = event_refs + self._stitch(event, result)
         if not refs:
             if self.topology.keys:
                 wanted = ", ".join(k.name for k in self.topology.keys)
@@ -442,7 +443,7 @@ class EventWorker:
                 local.append(ref)
             else:
                 result.forwards.append(Forward(record, ref, owner, source))
-        return WorkItem(record, event, local, source, str(source)) if local else None
+        return WorkItem(record, event, local, source, str(source), event_refs) if local else None
 
     def _stitch(self, event: Event, result: BatchResult) -> list[EntityRef]:
         """Identity stitching: link the event's other identifiers to its profile, or find the
@@ -507,7 +508,8 @@ class EventWorker:
                     if late:
                         result.late += 1  # beyond the allowed lateness: counted, not applied
                     else:
-                        found = apply_event(state, event, topology, cause=item.cause, now_ms=now)
+                        found = apply_event(state, event, topology, cause=item.cause, now_ms=now,
+                                            event_refs=item.event_refs)
                         if found:
                             result.transitions += found
                 except Exception as exc:  # a bug on one event must not stop the stream
