@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--gc-young", type=int, default=GC_YOUNG_THRESHOLD,
                         help="young-generation GC threshold (the worker's by default)")
     args = parser.parse_args()
+    if args.worker and args.segments:
+        parser.error("--worker runs without segments (it has no producer for transitions)")
     gc.set_threshold(args.gc_young, *gc.get_threshold()[1:])
     now = int(time.time() * 1000)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
