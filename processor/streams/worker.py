@@ -400,7 +400,7 @@ class EventWorker:
                 result.dead.append(DeadLetter(record, exc.reason))
                 continue
             decoded.append((record, event))
-        await self._lookup_links([e for r, e in decoded if r.topic != self.settings.keyed_topic])
+        await self._lookup_links(e for r, e in decoded if r.topic != self.settings.keyed_topic)
         items = []
         for record, event in decoded:
             item = (self._keyed_item(record, event, result)
@@ -437,7 +437,7 @@ class EventWorker:
             return None
         source = Source(record.topic, record.partition, record.offset)
         local = []
-        for ref in dict.fromkeys(refs):
+        for ref in refs if len(refs) == 1 else dict.fromkeys(refs):  # each entity once
             owner = self.ownership.owner(ref)
             if owner == record.partition:
                 local.append(ref)
@@ -464,7 +464,7 @@ class EventWorker:
                 return [self.links[pair]]
         return []
 
-    async def _lookup_links(self, events: list[Event]) -> None:
+    async def _lookup_links(self, events: Iterable[Event]) -> None:
         profile_key = self.identities[0]
         if not self.topology.segments_for(profile_key):
             return
