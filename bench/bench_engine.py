@@ -16,7 +16,7 @@ and Redis database ``--redis-db`` (default 15), which it FLUSHES. Steps:
    to the completion of the Redis write of the batch that applied it (state visible);
 4. the baseline (``baseline.py``) replays the same topic in its own process and group;
 5. steps 1-4 again, ``--runs`` times in all, each on new topics and an empty state: the last
-   line gives the median ratio (one run's ratio varies by ~10% on a 2-core machine).
+   line gives the median ratio (one run's ratio swings by ±15% on a 2-core machine).
 
 Redis commands/event and memory/entity come from ``INFO`` deltas around step 2: they are
 server-wide, so other clients of the same Redis add noise (use a private Redis for clean
@@ -242,16 +242,17 @@ async def run_engine(settings: Settings, args: argparse.Namespace, total: int) -
     if not line.startswith(b"caught-up "):
         raise RuntimeError(f"worker process failed before catching up: {line!r}")
     # Latency is measured below saturation: by default at half the measured throughput.
-    args.latency_rate = args.latency_rate or float(line.split()[1]) / 2
+    rate = args.latency_rate or float(line.split()[1]) / 2
     after = await redis_info(settings)
     entity_bytes = await sample_entity_memory(settings)
     late_values, late_keys = workload.events(args.latency_events, args.entities,
                                              now_ms=int(time.time() * 1000), spread_ms=1000, seed=8)
-    await produce(settings, late_values, late_keys, rate=args.latency_rate)
+    await produce(settings, late_values, late_keys, rate=rate)
     rest = await proc.stdout.read()  # one JSON line, long: every latency sample
     if await proc.wait():
         raise RuntimeError(f"worker process failed with exit code {proc.returncode}")
     result = orjson.loads(rest.splitlines()[-1])
+    result["latency_rate"] = rate
     result["commands"] = after["commands"] - before["commands"]
     result["aof_rewrites"] = after["aof_rewrites"] - before["aof_rewrites"]
     result["memory"] = after["used_memory"] - before["used_memory"]
@@ -292,7 +293,7 @@ def report(args: argparse.Namespace, produced_s: float, engine: dict[str, Any],
     print(f"baseline: {base['events_per_s']:>9,.0f} events/s  ({base['events']:,} events in "
           f"{base['seconds']:.2f}s, {base['round_trips']} batches)")
     print(f"latency (Kafka record timestamp -> batch's Redis write done), "
-          f"{len(lat):,} events at {args.latency_rate:,.0f}/s: "
+          f"{len(lat):,} events at {engine['latency_rate']:,.0f}/s: "
           f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms")
     print(f"redis commands/event (INFO commandstats delta, Lua inner calls included): engine "
           f"{engine['commands'] / engine['records']:.2f}, baseline "
@@ -329,7 +330,6 @@ async def main_async(args: argparse.Namespace) -> None:
         if args.runs > 1:
             print(f"-- run {run} of {args.runs}")
         ratios.append(report(args, produced_s, engine, base))
-        args.latency_rate = args.given_latency_rate  # each run's default: half its own rate
     if args.runs > 1:
         print(f"ratio per run: {' / '.join(f'{r:.3f}' for r in ratios)}; the median below")
     print(f"engine/baseline throughput ratio: {statistics.median(ratios):.3f}")
@@ -346,11 +346,10 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=15, help="flushed at start")
     parser.add_argument("--runs", type=int, default=3,
                         help="engine + baseline runs, each from an empty state; the ratio line "
-                             "gives their median (a 2-core machine varies ~10%% run to run)")
+                             "gives their median (one run's swings by ±15%% on a 2-core machine)")
     parser.add_argument("--profile", action="store_true", help="cProfile the worker's backlog")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.given_latency_rate = args.latency_rate
     if args.child:
         asyncio.run(child(args.events, args.events + args.latency_events, args.profile))
     else:
